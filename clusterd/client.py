@@ -1,0 +1,128 @@
+"""A blocking client for the daemon's socket (stdlib only; pandas only for ``results``).
+
+Used by ``clusterctl``, the TUI and notebooks::
+
+    from clusterd.client import Client, results
+    with Client() as c:
+        print(c.call("sweeps"))
+    df = results("lr-depth")          # pandas DataFrame of the sweep's trials
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clusterd import paths
+from clusterd.errors import DaemonUnreachable, InvalidRequest, error_from_wire
+from clusterd.protocol import MAX_LINE, encode
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["Client", "results"]
+
+
+class Client:
+    """One connection to the daemon; requests are answered in order."""
+
+    def __init__(self, socket_path: str | Path | None = None, timeout: float | None = 60.0):
+        self.path = Path(socket_path) if socket_path else paths.socket_path()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._file: Any = None
+        self._next_id = 1
+        self.hello: dict[str, Any] = {}
+
+    def connect(self) -> Client:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise DaemonUnreachable(
+                f"cannot reach the clusterd daemon at {self.path} ({exc.strerror}). "
+                "Is it running? Start it with `clusterd start`."
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnreachable(
+                f"cannot reach the clusterd daemon at {self.path}: {exc}"
+            ) from None
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        self.hello = self._read()
+        if self.hello.get("hello") != "clusterd":
+            raise DaemonUnreachable(f"{self.path} is not a clusterd socket")
+        return self
+
+    def __enter__(self) -> Client:
+        return self.connect() if self._sock is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._file.close()
+            self._sock.close()
+            self._sock = None
+
+    def _read(self) -> dict[str, Any]:
+        line = self._file.readline(MAX_LINE + 1)
+        if not line:
+            raise DaemonUnreachable("the daemon closed the connection")
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise InvalidRequest("the daemon sent a line that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise InvalidRequest("the daemon sent a line that is not a JSON object")
+        return obj
+
+    def send(self, op: str, **args: Any) -> int:
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        req_id = self._next_id
+        self._next_id += 1
+        try:
+            self._sock.sendall(encode({"id": req_id, "op": op, "args": args}))
+        except OSError as exc:
+            raise DaemonUnreachable(f"lost the connection to the daemon: {exc}") from None
+        return req_id
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Send one request and return its result; raise the daemon's error if any."""
+        req_id = self.send(op, **args)
+        reply = self._read()
+        if reply.get("id") != req_id:
+            raise InvalidRequest(f"reply id {reply.get('id')!r} does not match request {req_id}")
+        if not reply.get("ok"):
+            raise error_from_wire(reply.get("error") or {})
+        return reply.get("result")
+
+    def subscribe(self, **args: Any) -> Iterator[dict[str, Any]]:
+        """Yield change events until the connection closes (set ``timeout=None``)."""
+        self.call("subscribe", **args)
+        while True:
+            try:
+                msg = self._read()
+            except DaemonUnreachable:
+                return
+            event = msg.get("event")
+            if isinstance(event, dict):
+                yield event
+
+
+def results(sweep: str, socket_path: str | Path | None = None) -> pandas.DataFrame:
+    """The sweep's trials as a DataFrame: one row per trial, params flattened to columns."""
+    import pandas
+
+    with Client(socket_path) as client:
+        rows = client.call("export", sweep=sweep)["rows"]
+    return pandas.DataFrame(rows)

@@ -1,0 +1,100 @@
+"""The daemon in the foreground: open the database, take the lease, serve, schedule.
+
+Start-up order matters: the lease is taken before anything is scheduled (one
+scheduler per database), the schema is upgraded before any query, drivers are
+loaded (a mistyped plugin hook fails here, loudly), and the socket accepts only
+once all of that worked -- ``clusterd start`` waits for exactly that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from clusterd import paths
+from clusterd.daemon import db, lease
+from clusterd.daemon.handlers import HANDLERS, Context, subscribe
+from clusterd.daemon.hub import Hub
+from clusterd.daemon.scheduler import DriverSet, Scheduler
+from clusterd.daemon.server import Server
+from clusterd.daemon.store import Store
+from clusterd.drivers.registry import build_plugin_manager, load_drivers
+
+__all__ = ["run_foreground"]
+
+log = logging.getLogger("clusterd")
+
+HEARTBEAT_INTERVAL = 10.0
+
+
+def run_foreground() -> int:
+    """Run the daemon until SIGTERM/SIGINT or a ``shutdown`` request; return an exit code."""
+    home = paths.ensure_home()
+    return asyncio.run(_main(home))
+
+
+async def _main(home: Path) -> int:
+    url = paths.db_url()
+    engine = db.make_engine(url)
+    db.upgrade(engine)  # before the lease: the lease lives in the schema (upgrades are atomic)
+    holder = lease.acquire(engine)
+    try:
+        store = Store(engine)
+        hub = Hub()
+        store.on_change(hub.publish)
+        registry = load_drivers(build_plugin_manager())
+        scheduler: Scheduler
+        drivers = DriverSet({cls.name: cls for cls in registry}, lambda: scheduler.wake())
+        scheduler = Scheduler(store, drivers)
+        stop = asyncio.Event()
+        ctx = Context(
+            store=store,
+            scheduler=scheduler,
+            hub=hub,
+            db_url=url,
+            home=home,
+            started_at=time.time(),
+            request_shutdown=stop.set,
+        )
+        server = Server(paths.socket_path(), HANDLERS, ctx, subscribe)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        log.info("clusterd %s serving on %s (db %s)", os.getpid(), server.path, url)
+        tasks = [
+            asyncio.create_task(scheduler.run(), name="scheduler"),
+            asyncio.create_task(_heartbeat(engine, holder, stop), name="lease"),
+        ]
+        await stop.wait()
+        log.info("stopping: running trials keep running")
+        await server.close()
+        scheduler.stop()
+        await asyncio.wait(tasks, timeout=30)
+        for task in tasks:
+            task.cancel()
+        drivers.close()
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            lease.release(engine, holder)
+        engine.dispose()
+
+
+async def _heartbeat(engine: object, holder: lease.Lease, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL)
+            return
+        except TimeoutError:
+            pass
+        try:
+            lease.heartbeat(engine, holder)  # one short UPDATE; the loop owns the engine
+        except Exception as exc:
+            log.error("lost the database lease: %s; stopping", exc)
+            stop.set()

@@ -1,0 +1,278 @@
+"""Sweep-level ops: submit, sweeps, cancel, relaunch, rm, export, best, gpus."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import time
+from typing import Any
+
+from clusterd.daemon import repro
+from clusterd.daemon.handlers.context import (
+    Context,
+    arg_bool,
+    arg_int,
+    arg_opt_str,
+    arg_str,
+    split_trial,
+)
+from clusterd.daemon.handlers.views import sweep_view
+from clusterd.errors import InvalidRequest, SpecError
+from clusterd.spec import expand, params_key, parse_sweep
+from clusterd.spec.model import SweepSpec
+
+__all__ = ["best", "cancel", "export", "gpus", "list_sweeps", "relaunch", "rm", "submit"]
+
+#: search methods whose trials are all known at submit time
+STATIC_METHODS = frozenset({"grid", "random"})
+DRY_RUN_SHOWN = 10
+
+
+async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """Validate, expand and persist a sweep file.
+
+    ``{"op": "submit", "args": {"path": "/abs/sweep.toml", "display": "sweep.toml",
+    "text": "...", "extend": false, "dry_run": false, "python": "/usr/bin/python3"}}``
+    -> ``{"name": "lr-depth", "trials": 9, "added": 9, "existing": 0, "output_dir": "..."}``
+    """
+    path = arg_str(args, "path")
+    if not os.path.isabs(path):
+        raise InvalidRequest("argument 'path' must be an absolute path")
+    display = arg_opt_str(args, "display") or path
+    text = arg_opt_str(args, "text")
+    if text is None:
+        text = _read_text(path, display)
+    spec = parse_sweep(text, source=display, base_dir=os.path.dirname(path))
+    spec = dataclasses.replace(spec, source=path)
+    if spec.search.method not in STATIC_METHODS:
+        raise SpecError(
+            display,
+            "search.method",
+            f"expected one of {', '.join(sorted(STATIC_METHODS))}; "
+            f"{spec.search.method!r} is not available in this version",
+        )
+    driver = ctx.scheduler.drivers.get(spec.driver)
+    await asyncio.to_thread(driver.validate, spec)
+    trials = expand(spec)
+    if arg_bool(args, "dry_run"):
+        return {
+            "name": spec.name,
+            "count": len(trials),
+            "first": trials[:DRY_RUN_SHOWN],
+            "output_dir": spec.output_dir,
+        }
+    keyed = [(p, params_key(p)) for p in trials]
+    if arg_bool(args, "extend"):
+        added, existing = ctx.store.extend_sweep(spec.name, spec.to_dict(), keyed)
+    else:
+        info = await _reproducibility(spec, path, arg_opt_str(args, "python"))
+        ctx.store.create_sweep(spec.to_dict(), keyed, info)
+        added, existing = len(keyed), 0
+    ctx.scheduler.wake()
+    return {
+        "name": spec.name,
+        "trials": added + existing,
+        "added": added,
+        "existing": existing,
+        "output_dir": spec.output_dir,
+    }
+
+
+async def _reproducibility(spec: SweepSpec, path: str, python: str | None) -> dict[str, Any]:
+    workdir = os.path.dirname(path)
+    info = await asyncio.to_thread(repro.collect, workdir, spec.output_dir, python)
+    if spec.code.snapshot == "git":
+        info["code_dir"] = await asyncio.to_thread(
+            repro.snapshot_code, workdir, spec.output_dir, spec.source
+        )
+    return info
+
+
+def _read_text(path: str, display: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise SpecError(display, "", f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(display, "", "expected a UTF-8 text file") from None
+
+
+def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"op": "sweeps"}`` -> one entry per sweep with counts per state and best value."""
+    with ctx.store.read() as conn:
+        counts = ctx.store.sweep_counts(conn)
+        bests = ctx.store.best_values(conn)
+        return [
+            sweep_view(s, counts.get(s.id, {}), bests.get(s.id))
+            for s in ctx.store.list_sweeps(conn)
+        ]
+
+
+async def cancel(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "cancel", "args": {"target": "lr-depth"}}`` (or ``"lr-depth/3"``)
+    -> ``{"cancelled": 5, "cancelling": 2}`` (pending ones at once, live ones via the driver).
+    """
+    target = arg_str(args, "target")
+    if "/" in target:
+        sweep, index = split_trial(target)
+        return await ctx.scheduler.cancel(sweep, index)
+    return await ctx.scheduler.cancel(target)
+
+
+def relaunch(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "relaunch", "args": {"sweep": "x", "which": "failed"}}`` -> ``{"relaunched": 3}``
+
+    ``which`` is ``failed`` (failed trials) or ``all`` (every finished trial).
+    """
+    name = arg_str(args, "sweep")
+    which = arg_str(args, "which", "failed")
+    states = {
+        "failed": ("failed",),
+        "all": ("failed", "completed", "cancelled", "stopped"),
+    }.get(which)
+    if states is None:
+        raise InvalidRequest("argument 'which' must be 'failed' or 'all'")
+    n = ctx.store.relaunch(name, states)
+    ctx.scheduler.wake()
+    return {"relaunched": n}
+
+
+def rm(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "rm", "args": {"sweep": "x", "trash": false}}`` -> ``{"removed": "x"}``
+
+    Removes the sweep from the database. Its output dir stays on disk unless
+    ``trash`` is set, which moves it to ``$CLUSTERD_HOME/trash/``.
+    """
+    name = arg_str(args, "sweep")
+    sweep = ctx.store.delete_sweep(name)
+    result: dict[str, Any] = {"removed": name, "output_dir": sweep.output_dir}
+    if arg_bool(args, "trash") and os.path.isdir(sweep.output_dir):
+        trash = ctx.home / "trash"
+        trash.mkdir(exist_ok=True)
+        dest = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.move(sweep.output_dir, dest)
+        result["trashed_to"] = str(dest)
+    return result
+
+
+def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "export", "args": {"sweep": "x"}}`` -> ``{"columns": [...], "rows": [{...}]}``
+
+    One row per trial: state, counts, the metric's last and best values,
+    ``stopped_at_step``, runtime, the code it ran, and every parameter as a column.
+    """
+    name = arg_str(args, "sweep")
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name)
+        trials = ctx.store.trials(conn, sweep.id)
+        runtimes = ctx.store.runtimes(conn, sweep.id)
+    metric = sweep.metric_name or "metric"
+    fixed = [
+        "trial",
+        "index",
+        "state",
+        "attempts",
+        "failures",
+        "resumes",
+        "last_step",
+        f"{metric}_last",
+        f"{metric}_best",
+        "best_step",
+        "stopped_at_step",
+        "runtime_s",
+        "git",
+        "reason",
+    ]
+    param_names: list[str] = []
+    for t in trials:
+        param_names.extend(k for k in t.params if k not in param_names)
+    columns = fixed + [p if p not in fixed else f"param.{p}" for p in param_names]
+    git = (sweep.repro or {}).get("git")
+    rows = []
+    for t in trials:
+        stop = t.stop_decision or {}
+        row = dict(
+            zip(
+                fixed,
+                [
+                    f"{name}/{t.index}",
+                    t.index,
+                    t.state,
+                    t.attempts,
+                    t.failures,
+                    t.resumes,
+                    t.last_step,
+                    t.last_value,
+                    t.best_value,
+                    t.best_step,
+                    stop.get("step") if t.state == "stopped" else None,
+                    round(runtimes.get(t.index, 0.0), 3),
+                    git,
+                    t.reason,
+                ],
+                strict=True,
+            )
+        )
+        for p in param_names:
+            row[p if p not in fixed else f"param.{p}"] = t.params.get(p)
+        rows.append(row)
+    return {"columns": columns, "rows": rows}
+
+
+def best(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "best", "args": {"sweep": "x", "n": 5, "all": false}}`` -> ranked trials.
+
+    Ranks completed trials (every trial with a value if ``all``) by their best
+    value of the sweep's metric, in the metric's direction.
+    """
+    name = arg_str(args, "sweep")
+    n = arg_int(args, "n", 5, minimum=1)
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name)
+        if not sweep.metric_name:
+            raise InvalidRequest(f"sweep {name!r} has no [metric]; nothing to rank by")
+        trials = ctx.store.trials(conn, sweep.id, None if arg_bool(args, "all") else "completed")
+    ranked = sorted(
+        (t for t in trials if t.best_value is not None),
+        key=lambda t: t.best_value,
+        reverse=sweep.metric_mode == "max",
+    )[:n]
+    return {
+        "metric": sweep.metric_name,
+        "mode": sweep.metric_mode,
+        "trials": [
+            {
+                "name": f"{name}/{t.index}",
+                "index": t.index,
+                "state": t.state,
+                "best": t.best_value,
+                "best_step": t.best_step,
+                "last": t.last_value,
+                "params": t.params,
+            }
+            for t in ranked
+        ],
+    }
+
+
+def gpus(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"op": "gpus", "args": {"sweep": "x"}}`` -> per trial and GPU: samples, mean
+    utilisation, peak memory."""
+    name = arg_str(args, "sweep")
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name)
+        rows = ctx.store.gpu_summary(conn, sweep.id)
+    return [
+        {
+            "trial": f"{name}/{r.index}",
+            "gpu": r.gpu,
+            "samples": r.samples,
+            "util_avg": r.util_avg,
+            "mem_max": r.mem_max,
+            "mem_total": r.mem_total,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,87 @@
+"""Daemon-level ops: ping, status, shutdown, drivers, cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from typing import Any
+
+from clusterd import __version__
+from clusterd.daemon.handlers.context import Context, arg_opt_str
+
+__all__ = ["cluster", "drivers", "ping", "shutdown", "status"]
+
+
+def ping(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "ping"}`` -> ``{"pong": true, "version": "0.1.0"}``"""
+    return {"pong": True, "version": __version__}
+
+
+def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "status"}`` -> pid, uptime, db url, counts, driver health."""
+    with ctx.store.read() as conn:
+        counts = ctx.store.counts(conn)
+    health = {
+        name: {
+            "last_poll_at": h.last_poll_at,
+            "last_error": h.last_error,
+            "last_error_at": h.last_error_at,
+        }
+        for name, h in ctx.scheduler.health.items()
+    }
+    return {
+        "pid": os.getpid(),
+        "version": __version__,
+        "uptime": time.time() - ctx.started_at,
+        "db_url": _mask(ctx.db_url),
+        "home": str(ctx.home),
+        "counts": counts,
+        "drivers": health,
+        "subscribers": len(ctx.hub),
+        "stats": {
+            "passes": ctx.scheduler.stats.ticks,
+            "submitted": ctx.scheduler.stats.submitted,
+            "ended": ctx.scheduler.stats.ended,
+            "lines": ctx.scheduler.stats.lines,
+        },
+    }
+
+
+def shutdown(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "shutdown"}`` -> ``{"stopping": true}``; running trials keep running."""
+    asyncio.get_running_loop().call_soon(ctx.request_shutdown)
+    return {"stopping": True, "pid": os.getpid()}
+
+
+def drivers(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"op": "drivers"}`` -> ``[{"name": "local", "class": "...", "poll_interval": 1.0}]``"""
+    return [
+        {
+            "name": name,
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "poll_interval": cls.poll_interval,
+            "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        }
+        for name, cls in sorted(ctx.scheduler.drivers.classes.items())
+    ]
+
+
+async def cluster(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "cluster", "args": {"driver": "slurm"}}`` -> what the driver sees."""
+    name = arg_opt_str(args, "driver") or "local"
+    driver = ctx.scheduler.drivers.get(name)
+    info = await asyncio.to_thread(driver.describe_cluster)
+    return {
+        "driver": info.driver,
+        "partitions": info.partitions,
+        "nodes": info.nodes,
+        "gpus": info.gpus,
+        "queue": info.queue,
+        "notes": info.notes,
+    }
+
+
+def _mask(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

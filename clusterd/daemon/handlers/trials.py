@@ -1,0 +1,105 @@
+"""Trial-level ops: trials, show, logs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from clusterd import layout
+from clusterd.daemon.handlers.context import (
+    Context,
+    arg_bool,
+    arg_int,
+    arg_opt_str,
+    arg_str,
+    split_trial,
+)
+from clusterd.daemon.handlers.views import attempt_view, trial_view
+from clusterd.daemon.store import TRIAL_STATES
+from clusterd.errors import InvalidRequest, NotFound
+
+__all__ = ["list_trials", "logs", "show"]
+
+
+def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"op": "trials", "args": {"sweep": "x", "state": "failed"}}`` -> trial summaries."""
+    name = arg_str(args, "sweep")
+    state = arg_opt_str(args, "state")
+    if state is not None and state not in TRIAL_STATES:
+        raise InvalidRequest(f"unknown state {state!r}; states: {', '.join(TRIAL_STATES)}")
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name)
+        trials = ctx.store.trials(conn, sweep.id, state)
+        pending_reasons = _queue_reasons(ctx, conn, sweep.id)
+    views = [trial_view(sweep, t) for t in trials]
+    for view in views:
+        if view["state"] == "queued" and view["index"] in pending_reasons:
+            view["waiting_for"] = pending_reasons[view["index"]]
+    return views
+
+
+def _queue_reasons(ctx: Context, conn: Any, sweep_id: int) -> dict[int, str]:
+    return {
+        a.index: a.reason
+        for a in ctx.store.live_attempts(conn, sweep_id)
+        if a.state == "queued" and a.reason
+    }
+
+
+def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "show", "args": {"trial": "x/3"}}`` -> params, attempts, checkpoints,
+    last metrics, errors and the transition log of one trial."""
+    sweep_name, index = split_trial(arg_str(args, "trial"))
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, sweep_name)
+        trial = ctx.store.trial(conn, sweep, index)
+        view = trial_view(sweep, trial)
+        view["trial_dir"] = layout.trial_dir(sweep.output_dir, index)
+        view["metric"] = sweep.metric_name
+        view["mode"] = sweep.metric_mode
+        view["attempt_list"] = [
+            attempt_view(sweep, index, a) for a in ctx.store.attempts(conn, trial.id)
+        ]
+        view["checkpoints"] = [
+            {"attempt": c.attempt, "step": c.step, "path": c.path, "t": c._mapping["t"]}
+            for c in ctx.store.checkpoints(conn, trial.id)
+        ]
+        view["metrics"] = ctx.store.last_metrics(conn, trial.id)
+        view["errors"] = [
+            {"attempt": e.attempt, "message": e.message, "t": e._mapping["t"]}
+            for e in ctx.store.trial_errors(conn, trial.id)
+        ]
+        view["transitions"] = [
+            {
+                "from": x.from_state,
+                "to": x.to_state,
+                "reason": x.reason,
+                "attempt": x.attempt,
+                "t": x._mapping["t"],  # Row.t is the tuple view
+            }
+            for x in ctx.store.transitions(conn, trial.id)
+        ]
+        view["code"] = {
+            k: v for k, v in (sweep.repro or {}).items() if k in ("git", "git_dirty", "python")
+        }
+    return view
+
+
+def logs(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "logs", "args": {"trial": "x/3", "stderr": false, "attempt": 2}}``
+    -> ``{"path": ".../attempt-2/stdout", "attempt": 2, "live": true}``; the client reads the file.
+    """
+    sweep_name, index = split_trial(arg_str(args, "trial"))
+    stream = "stderr" if arg_bool(args, "stderr") else "stdout"
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, sweep_name)
+        trial = ctx.store.trial(conn, sweep, index)
+        attempts = ctx.store.attempts(conn, trial.id)
+    if not attempts:
+        raise NotFound(f"trial {sweep_name}/{index} has not started yet (state {trial.state})")
+    number = arg_int(args, "attempt", attempts[-1].number, minimum=1)
+    chosen = next((a for a in attempts if a.number == number), None)
+    if chosen is None:
+        raise NotFound(f"trial {sweep_name}/{index} has no attempt {number} (1..{len(attempts)})")
+    path = os.path.join(layout.attempt_dir(sweep.output_dir, index, number), stream)
+    return {"path": path, "attempt": number, "live": chosen.state != "ended", "state": trial.state}

@@ -1,0 +1,258 @@
+"""``clusterd``: start, stop and inspect the per-user daemon.
+
+``clusterd start`` launches ``clusterd start --foreground`` as a detached process
+and returns once its socket answers -- or prints why it did not start. Cold
+path: nothing here imports SQLAlchemy except ``--foreground`` and ``db upgrade``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+
+from clusterd import paths
+from clusterd.client import Client
+from clusterd.errors import ClusterdError, DaemonUnreachable
+
+__all__ = ["main"]
+
+START_TIMEOUT = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DaemonUnreachable as exc:
+        print(f"clusterd: {exc.message}", file=sys.stderr)
+        return 2
+    except ClusterdError as exc:
+        print(f"clusterd: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clusterd", description="the clusterd daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start the daemon (returns once it accepts requests)")
+    start.add_argument("--foreground", action="store_true", help="run in this process")
+    start.set_defaults(func=cmd_start)
+    sub.add_parser("stop", help="stop the daemon; running trials keep running").set_defaults(
+        func=cmd_stop
+    )
+    status = sub.add_parser("status", help="pid, uptime, database, counts")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    dbp = sub.add_parser("db", help="database maintenance")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("upgrade", help="upgrade the schema to this version").set_defaults(
+        func=cmd_db_upgrade
+    )
+    return parser
+
+
+def _running_pid() -> int | None:
+    """The pid of a live daemon per the pid file; stale files are removed."""
+    try:
+        pid = int(paths.pid_path().read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        _clean_stale()
+        return None
+    except PermissionError:
+        return pid
+    cmdline = _cmdline(pid)
+    if cmdline is not None and "clusterd" not in cmdline:
+        _clean_stale()  # the pid was recycled by an unrelated process
+        return None
+    return pid
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _clean_stale() -> None:
+    for path in (paths.pid_path(), paths.socket_path()):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    paths.ensure_home()
+    pid = _running_pid()
+    if pid is not None:
+        print(
+            f"clusterd is already running (pid {pid}, socket {paths.socket_path()})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.foreground:
+        return _foreground()
+    return _spawn()
+
+
+def _foreground() -> int:
+    _setup_logging()
+    pid_file = paths.pid_path()
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        from clusterd.daemon.app import run_foreground
+
+        return run_foreground()
+    except ClusterdError as exc:
+        logging.getLogger("clusterd").error("%s", exc.message)
+        print(f"clusterd: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if int(pid_file.read_text()) == os.getpid():
+                pid_file.unlink()
+
+
+def _setup_logging() -> None:
+    handlers: list[logging.Handler] = [logging.FileHandler(paths.log_path())]
+    if sys.stderr.isatty():
+        handlers.append(logging.StreamHandler())
+    logging.basicConfig(
+        level=os.environ.get("CLUSTERD_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+    )
+
+
+def _spawn() -> int:
+    log = paths.log_path()
+    start_offset = log.stat().st_size if log.exists() else 0
+    with open(os.devnull, "rb") as devnull, open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clusterd.daemon.main", "start", "--foreground"],
+            stdin=devnull,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    delay = 0.005
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print("clusterd: the daemon exited during start-up:", file=sys.stderr)
+            print(_log_tail(start_offset), file=sys.stderr)
+            return 1
+        try:
+            with Client(timeout=5.0) as client:
+                client.call("ping")
+            print(f"clusterd started (pid {proc.pid}); socket {paths.socket_path()}")
+            return 0
+        except DaemonUnreachable:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    print(
+        f"clusterd: the daemon did not answer within {START_TIMEOUT:.0f} s; see {log}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _log_tail(offset: int, lines: int = 20) -> str:
+    try:
+        with open(paths.log_path(), "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    pid = _running_pid()
+    try:
+        with Client(timeout=10.0) as client:
+            pid = client.call("shutdown").get("pid", pid)
+    except DaemonUnreachable:
+        if pid is None:
+            print("clusterd is not running", file=sys.stderr)
+            return 1
+        os.kill(pid, 15)
+    deadline = time.monotonic() + 60
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        if pid is not None:
+            print(f"clusterd: pid {pid} did not stop within 60 s", file=sys.stderr)
+            return 1
+    print("clusterd stopped")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Client(timeout=10.0) as client:
+        status = client.call("status")
+    if args.json:
+        import json
+
+        print(json.dumps(status, indent=2))
+        return 0
+    counts = status["counts"]
+    states = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("sweeps", "trials"))
+    print(f"clusterd {status['version']}  pid {status['pid']}  up {_duration(status['uptime'])}")
+    print(f"database  {status['db_url']}")
+    print(
+        f"sweeps    {counts['sweeps']}   trials {counts['trials']}"
+        + (f" ({states})" if states else "")
+    )
+    for name, h in sorted(status["drivers"].items()):
+        polled = (
+            "never" if h["last_poll_at"] is None else f"{time.time() - h['last_poll_at']:.0f} s ago"
+        )
+        line = f"driver    {name}: last poll {polled}"
+        if h["last_error"]:
+            line += f"; last error: {h['last_error']}"
+        print(line)
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from clusterd.daemon import db
+
+    paths.ensure_home()
+    engine = db.make_engine(paths.db_url())
+    before = db.current_revision(engine)
+    db.upgrade(engine)
+    after = db.current_revision(engine)
+    if before == after:
+        print(f"database is up to date (revision {after})")
+    else:
+        print(f"database upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

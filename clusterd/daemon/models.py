@@ -1,0 +1,194 @@
+"""The database schema, as typed SQLAlchemy 2 models.
+
+One row per sweep, trial and attempt; metrics, checkpoints and GPU samples hang
+off attempts; ``transitions`` is the state-transition log every view displays.
+Changing anything here needs a new alembic revision in ``clusterd/migrations``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Attempt",
+    "Base",
+    "Checkpoint",
+    "GpuSample",
+    "Lease",
+    "Metric",
+    "Sweep",
+    "Transition",
+    "Trial",
+    "TrialError",
+]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    driver: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active|cancelled|done
+    spec: Mapped[dict] = mapped_column(JSON)  # SweepSpec.to_dict()
+    source: Mapped[str] = mapped_column(Text)  # path of the sweep file
+    output_dir: Mapped[str] = mapped_column(Text)
+    metric_name: Mapped[str | None] = mapped_column(String(128))
+    metric_mode: Mapped[str | None] = mapped_column(String(3))
+    repro: Mapped[dict | None] = mapped_column(JSON)  # git commit, dirty, python, pip freeze path
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "index", name="uq_trials_sweep_index"),
+        Index("ix_trials_sweep_state", "sweep_id", "state"),
+        Index("ix_trials_sweep_params", "sweep_id", "params_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON)
+    params_key: Mapped[str] = mapped_column(Text)  # canonical JSON, for --extend matching
+    # pending | queued | running | completed | failed | cancelled | stopped
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    resumes: Mapped[int] = mapped_column(Integer, default=0)
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    last_value: Mapped[float | None] = mapped_column(Float)  # of the sweep's metric
+    best_value: Mapped[float | None] = mapped_column(Float)
+    best_step: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it is in its state
+    stop_decision: Mapped[dict | None] = mapped_column(JSON)  # early stopping: rule, step, ...
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),
+        Index("ix_attempts_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ...
+    token: Mapped[str] = mapped_column(String(128), unique=True)
+    # submitting | queued | running | ended
+    state: Mapped[str] = mapped_column(String(16), default="submitting")
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    host: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)  # pending reason / why it ended
+    # completed | failed | resume | cancelled | stopped | lost | timeout
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[str | None] = mapped_column(String(16))
+    events_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    submitted_at: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_trial_name_step", "trial_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+    t: Mapped[float] = mapped_column(Float)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_trial", "trial_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(Text)
+    t: Mapped[float] = mapped_column(Float)
+
+
+class GpuSample(Base):
+    __tablename__ = "gpu_samples"
+    __table_args__ = (Index("ix_gpu_samples_trial", "trial_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    gpu: Mapped[int] = mapped_column(Integer)
+    util: Mapped[float | None] = mapped_column(Float)  # percent
+    mem_used: Mapped[float | None] = mapped_column(Float)  # MiB
+    mem_total: Mapped[float | None] = mapped_column(Float)  # MiB
+    t: Mapped[float] = mapped_column(Float)
+
+
+class TrialError(Base):
+    """Problems found while ingesting a trial's events (malformed lines, ...)."""
+
+    __tablename__ = "trial_errors"
+    __table_args__ = (Index("ix_trial_errors_trial", "trial_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    t: Mapped[float] = mapped_column(Float)
+
+
+class Transition(Base):
+    """The state-transition log: one row per trial state change, same transaction."""
+
+    __tablename__ = "transitions"
+    __table_args__ = (
+        Index("ix_transitions_trial", "trial_id"),
+        Index("ix_transitions_sweep", "sweep_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    t: Mapped[float] = mapped_column(Float)
+
+
+class Lease(Base):
+    """Who schedules from this database (one row): principle 5, one scheduler per database."""
+
+    __tablename__ = "lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))  # "host:pid:nonce"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)

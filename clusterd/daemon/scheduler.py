@@ -1,0 +1,556 @@
+"""The scheduling loop: submit, poll, ingest, finish -- one pass at a time.
+
+A pass (``tick``) runs when a driver signals a change, when a request changes
+state (submit, cancel, relaunch) or when the next poll or ingest is due. Each
+pass:
+
+1. polls every driver that has live jobs, in one call per driver;
+2. ingests new lines of the live attempts' events files;
+3. ends attempts whose job is gone (reading the runner's status.json) and moves
+   their trials on (resume, retry, completed, failed, cancelled, stopped);
+4. submits pending trials up to each sweep's ``max_concurrent``, writing the
+   attempt rows *before* calling the driver (write-ahead, principle 1).
+
+Driver calls run in a worker thread; all database work runs on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from clusterd import layout
+from clusterd.daemon.ingest import AttemptCursor, ingest_attempt
+from clusterd.daemon.outcome import Ending, decide
+from clusterd.daemon.store import FINAL_STATES, Store
+from clusterd.drivers.base import Driver, JobRef, JobRequest, JobStatus
+from clusterd.errors import ClusterdError, NotFound
+from clusterd.spec.model import SweepSpec
+
+__all__ = ["DriverSet", "Scheduler"]
+
+log = logging.getLogger("clusterd.scheduler")
+R = TypeVar("R")
+
+#: the runner's grace between SIGTERM and SIGKILL
+KILL_GRACE = 10
+
+
+class DriverSet:
+    """Driver instances by name, created on first use from the registry's classes."""
+
+    def __init__(self, classes: dict[str, type[Driver]], wakeup: Callable[[], None]) -> None:
+        self.classes = classes
+        self._instances: dict[str, Driver] = {}
+        self._wakeup = wakeup
+
+    def get(self, name: str) -> Driver:
+        if name not in self._instances:
+            if name not in self.classes:
+                known = ", ".join(sorted(self.classes)) or "none"
+                raise NotFound(f"no driver named {name!r} is installed (installed: {known})")
+            driver = self.classes[name]()
+            driver.set_wakeup(self._wakeup)
+            self._instances[name] = driver
+        return self._instances[name]
+
+    def close(self) -> None:
+        for driver in self._instances.values():
+            try:
+                driver.close()
+            except Exception:
+                log.exception("closing driver %s failed", driver.name)
+
+
+@dataclass
+class DriverHealth:
+    last_poll_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0
+    next_try_at: float = 0.0
+
+
+@dataclass
+class Stats:
+    ticks: int = 0
+    submitted: int = 0
+    ended: int = 0
+    lines: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class Scheduler:
+    """Owns the pass loop; handlers call ``wake`` after changing state."""
+
+    def __init__(self, store: Store, drivers: DriverSet, ingest_interval: float = 1.0) -> None:
+        self.store = store
+        self.drivers = drivers
+        self.ingest_interval = ingest_interval
+        self.health: dict[str, DriverHealth] = {}
+        self.stats = Stats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._poll_now = True
+        self._stopping = False
+        self._cursors: dict[int, AttemptCursor] = {}
+        self._gone_since: dict[int, float] = {}
+        self._specs: dict[int, tuple[Any, SweepSpec]] = {}
+        self._last_ingest = 0.0
+        self._has_live = False
+
+    # -- loop -----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a pass as soon as possible (safe from any thread)."""
+        self._poll_now = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await self.tick()
+            except ClusterdError as exc:
+                log.error("pass failed: %s", exc.message)
+            except Exception:
+                log.exception("pass failed")
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+            self._wake.clear()
+
+    def _idle_timeout(self) -> float:
+        if not self._has_live:
+            return 30.0
+        intervals = [self.ingest_interval]
+        for name in self.health:
+            try:
+                intervals.append(self.drivers.get(name).poll_interval)
+            except NotFound:
+                continue
+        return max(0.05, min(intervals))
+
+    async def tick(self) -> None:
+        self.stats.ticks += 1
+        poll_now, self._poll_now = self._poll_now, False
+        with self.store.read() as conn:
+            live = self.store.live_attempts(conn)
+            sweeps = {s.id: s for s in self.store.list_sweeps(conn)}
+        self._has_live = bool(live)
+        by_driver: dict[str, list[Any]] = {}
+        for attempt in live:
+            by_driver.setdefault(sweeps[attempt.sweep_id].driver, []).append(attempt)
+        for name, attempts in by_driver.items():
+            await self._track_driver(name, attempts, sweeps, poll_now)
+        self._ingest_live(sweeps)
+        await self._submit_pending(sweeps)
+        self._finish_sweeps()
+
+    # -- polling and ending ---------------------------------------------------
+
+    async def _track_driver(
+        self, name: str, attempts: list[Any], sweeps: dict[int, Any], poll_now: bool
+    ) -> None:
+        driver = self._driver(name)
+        if driver is None:
+            return
+        health = self.health.setdefault(name, DriverHealth())
+        now = time.time()
+        due = health.last_poll_at is None or now - health.last_poll_at >= driver.poll_interval
+        if not (poll_now or due) or now < health.next_try_at:
+            return
+        submitting = [a for a in attempts if a.state == "submitting"]
+        tracked = [a for a in attempts if a.state != "submitting" and a.job_id]
+        if submitting:
+            await self._recover_submitting(name, driver, submitting, sweeps)
+        if not tracked:
+            return
+        refs = [self._ref(a, sweeps) for a in tracked]
+        statuses = await self._call(name, driver.poll, refs)
+        if statuses is None:
+            return
+        health.last_poll_at = time.time()
+        with self.store.tx() as conn:
+            for attempt in tracked:
+                status = statuses.get(attempt.token)
+                if status is not None:
+                    self._apply(conn, attempt, status, sweeps[attempt.sweep_id], driver)
+
+    def _apply(
+        self, conn: Any, attempt: Any, status: JobStatus, sweep: Any, driver: Driver
+    ) -> None:
+        if status.phase == "queued":
+            if status.reason != attempt.reason:
+                self.store.update_attempt(conn, attempt.id, reason=status.reason)
+        elif status.phase == "running":
+            if attempt.state != "running":
+                self._mark_running(conn, attempt, status)
+        elif status.phase == "gone":
+            self._end(conn, attempt, status, sweep, driver)
+
+    def _mark_running(self, conn: Any, attempt: Any, status: JobStatus) -> None:
+        self.store.update_attempt(
+            conn,
+            attempt.id,
+            state="running",
+            host=status.host,
+            reason=None,
+            started_at=time.time(),
+        )
+        trial = self.store.trial_by_id(conn, attempt.trial_id)
+        if trial.state == "queued":
+            where = f" on {status.host}" if status.host else ""
+            self.store.transition(conn, trial, "running", f"started{where}", attempt.number)
+
+    def _end(self, conn: Any, attempt: Any, status: JobStatus, sweep: Any, driver: Driver) -> None:
+        adir = self._attempt_dir(sweep, attempt)
+        cursor = self._cursor(attempt, sweep)
+        ingest_attempt(self.store, conn, cursor, final=False)
+        result = layout.read_status(adir)
+        if result is None:
+            first = self._gone_since.setdefault(attempt.id, time.time())
+            if time.time() - first < driver.status_grace and not attempt.cancel_requested:
+                return  # the shared filesystem may not show status.json yet
+        ingest_attempt(self.store, conn, cursor, final=True)
+        self._gone_since.pop(attempt.id, None)
+        self._cursors.pop(attempt.id, None)
+        trial = self.store.trial_by_id(conn, attempt.trial_id)
+        spec = self._spec(sweep)
+        ending = Ending(
+            status=result,
+            cancel_requested=bool(attempt.cancel_requested),
+            stop_requested=trial.stop_decision is not None,
+            checkpointed=self._checkpointed(conn, attempt),
+            scheduler_reason=status.reason,
+        )
+        verdict = decide(ending, spec.resume, spec.retry, trial.failures, trial.resumes)
+        self.store.update_attempt(
+            conn,
+            attempt.id,
+            state="ended",
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+            exit_code=(result or {}).get("exit_code"),
+            signal=(result or {}).get("signal"),
+            host=(result or {}).get("host") or attempt.host,
+            started_at=attempt.started_at or (result or {}).get("started_at"),
+            ended_at=(result or {}).get("ended_at") or time.time(),
+        )
+        self.store.transition(
+            conn,
+            trial,
+            verdict.trial_state,
+            verdict.reason,
+            attempt.number,
+            failures=trial.failures + int(verdict.failure),
+            resumes=trial.resumes + int(verdict.resume),
+        )
+        self.stats.ended += 1
+
+    def _checkpointed(self, conn: Any, attempt: Any) -> bool:
+        from sqlalchemy import func, select
+
+        from clusterd.daemon.store import C
+
+        q = select(func.count()).where(
+            C.c.trial_id == attempt.trial_id, C.c.attempt == attempt.number
+        )
+        return bool(conn.execute(q).scalar_one())
+
+    # -- ingestion ------------------------------------------------------------
+
+    def _ingest_live(self, sweeps: dict[int, Any]) -> None:
+        now = time.time()
+        if now - self._last_ingest < self.ingest_interval and not self._poll_now:
+            return
+        self._last_ingest = now
+        with self.store.read() as conn:
+            live = [a for a in self.store.live_attempts(conn) if a.state in ("queued", "running")]
+        if not live:
+            return
+        with self.store.tx() as conn:
+            for attempt in live:
+                cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
+                result = ingest_attempt(self.store, conn, cursor)
+                self.stats.lines += result.lines
+                if result.progress:
+                    self.store.publish(
+                        {
+                            "type": "progress",
+                            "sweep_id": attempt.sweep_id,
+                            "index": attempt.index,
+                            **result.progress,
+                        }
+                    )
+
+    def _cursor(self, attempt: Any, sweep: Any) -> AttemptCursor:
+        cursor = self._cursors.get(attempt.id)
+        if cursor is None:
+            with self.store.read() as conn:
+                trial = self.store.trial_by_id(conn, attempt.trial_id)
+            cursor = AttemptCursor(
+                attempt_id=attempt.id,
+                trial_id=attempt.trial_id,
+                number=attempt.number,
+                attempt_dir=self._attempt_dir(sweep, attempt),
+                offset=attempt.events_offset,
+                metric=sweep.metric_name,
+                mode=sweep.metric_mode,
+                last_step=trial.last_step,
+                best_value=trial.best_value,
+                best_step=trial.best_step,
+            )
+            self._cursors[attempt.id] = cursor
+        return cursor
+
+    # -- submission -----------------------------------------------------------
+
+    async def _submit_pending(self, sweeps: dict[int, Any]) -> None:
+        for sweep in sweeps.values():
+            if sweep.state != "active":
+                continue
+            driver = self._driver(sweep.driver)
+            health = self.health.setdefault(sweep.driver, DriverHealth())
+            if driver is None or time.time() < health.next_try_at:
+                continue
+            with self.store.read() as conn:
+                spec = self._spec(sweep)
+                free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
+                trials = self.store.pending_trials(conn, sweep.id, free) if free > 0 else []
+            if trials:
+                await self._submit_trials(sweep, spec, driver, trials)
+
+    async def _submit_trials(
+        self, sweep: Any, spec: SweepSpec, driver: Driver, trials: Sequence[Any]
+    ) -> None:
+        requests, rows = [], []
+        for trial in trials:
+            number = trial.attempts + 1
+            token = f"cd-{sweep.name[:40]}-{trial.index}-{number}-{secrets.token_hex(3)}"
+            adir = layout.attempt_dir(sweep.output_dir, trial.index, number)
+            self._write_launch(sweep, spec, driver, trial, number, adir)
+            rows.append(
+                {
+                    "trial_id": trial.id,
+                    "number": number,
+                    "token": token,
+                    "state": "submitting",
+                    "events_offset": 0,
+                    "cancel_requested": False,
+                }
+            )
+            requests.append(self._request(sweep, spec, trial.index, number, token, adir))
+        with self.store.tx() as conn:
+            self.store.add_attempts(conn, rows)
+            for trial, row in zip(trials, rows, strict=True):
+                self.store.transition(
+                    conn, trial, "queued", "submitted", row["number"], attempts=row["number"]
+                )
+        await self._send(sweep.driver, driver, requests)
+
+    async def _send(self, name: str, driver: Driver, requests: list[JobRequest]) -> None:
+        accepted = await self._call(name, driver.submit, requests)
+        if not accepted:
+            return  # attempts stay 'submitting'; found or resubmitted on a later pass
+        now = time.time()
+        with self.store.tx() as conn:
+            from sqlalchemy import select
+
+            from clusterd.daemon.store import A
+
+            ids = dict(
+                conn.execute(select(A.c.token, A.c.id).where(A.c.token.in_(list(accepted)))).all()
+            )
+            for token, job_id in accepted.items():
+                if token in ids:
+                    self.store.update_attempt(
+                        conn, ids[token], state="queued", job_id=job_id, submitted_at=now
+                    )
+        self.stats.submitted += len(accepted)
+        self._poll_now = True
+        if self._loop is not None:
+            self._wake.set()
+
+    async def _recover_submitting(
+        self, name: str, driver: Driver, attempts: list[Any], sweeps: dict[int, Any]
+    ) -> None:
+        """Attempts written but never confirmed: adopt the job if it exists, else resubmit."""
+        refs = [self._ref(a, sweeps) for a in attempts]
+        found = await self._call(name, driver.find, refs)
+        if found is None:
+            return
+        now = time.time()
+        resubmit: list[Any] = []
+        with self.store.tx() as conn:
+            for attempt in attempts:
+                if attempt.token in found:
+                    self.store.update_attempt(
+                        conn,
+                        attempt.id,
+                        state="queued",
+                        job_id=found[attempt.token],
+                        submitted_at=now,
+                    )
+                elif attempt.cancel_requested:
+                    gone = JobStatus(phase="gone", reason="cancelled before submission")
+                    self._end(conn, attempt, gone, sweeps[attempt.sweep_id], driver)
+                else:
+                    resubmit.append(attempt)
+        if resubmit:
+            requests = []
+            for a in resubmit:
+                sweep = sweeps[a.sweep_id]
+                spec = self._spec(sweep)
+                adir = self._attempt_dir(sweep, a)
+                requests.append(self._request(sweep, spec, a.index, a.number, a.token, adir))
+            await self._send(name, driver, requests)
+
+    def _request(
+        self, sweep: Any, spec: SweepSpec, index: int, number: int, token: str, adir: str
+    ) -> JobRequest:
+        return JobRequest(
+            token=token,
+            sweep=sweep.name,
+            trial_index=index,
+            attempt=number,
+            attempt_dir=adir,
+            argv=(sys.executable, "-m", "clusterd.runner", os.path.join(adir, "launch.json")),
+            resources=spec.resources,
+            options=spec.driver_options.get(sweep.driver, {}),
+        )
+
+    def _write_launch(
+        self, sweep: Any, spec: SweepSpec, driver: Driver, trial: Any, number: int, adir: str
+    ) -> None:
+        os.makedirs(adir, exist_ok=True)
+        repro = sweep.repro or {}
+        launch = {
+            "version": 1,
+            "sweep": sweep.name,
+            "trial_index": trial.index,
+            "trial_id": f"{sweep.name}/{trial.index}",
+            "attempt": number,
+            "trial_dir": layout.trial_dir(sweep.output_dir, trial.index),
+            "attempt_dir": adir,
+            "command": list(spec.command),
+            "params": trial.params,
+            "cwd": repro.get("code_dir") or repro.get("workdir") or os.path.dirname(spec.source),
+            "env": dict(spec.env.vars),
+            "setup": spec.env.setup,
+            "resume": {
+                "exit_code": spec.resume.exit_code,
+                "signal": spec.resume.signal,
+                "signal_lead": spec.resume.signal_lead,
+            },
+            "time_limit": spec.resources.time_seconds,
+            "enforce_time_limit": not driver.enforces_time_limit,
+            "kill_grace": KILL_GRACE,
+            "gpu_interval": spec.gpu.interval,
+        }
+        tmp = os.path.join(adir, ".launch.json.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(launch, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(adir, "launch.json"))
+
+    # -- requests from handlers -----------------------------------------------
+
+    async def cancel(self, sweep_name: str, index: int | None = None) -> dict[str, int]:
+        """Cancel pending trials at once; ask the driver to stop live ones."""
+        with self.store.tx() as conn:
+            sweep = self.store.require_sweep(conn, sweep_name)
+            if index is None:
+                trials = [
+                    t for t in self.store.trials(conn, sweep.id) if t.state not in FINAL_STATES
+                ]
+                self.store.set_sweep_state(conn, sweep, "cancelled")
+            else:
+                trial = self.store.trial(conn, sweep, index)
+                trials = [trial] if trial.state not in FINAL_STATES else []
+            pending = [t for t in trials if t.state == "pending"]
+            self.store.set_trials_state(conn, pending, "cancelled", "cancelled by the user")
+            live_ids = {t.id for t in trials if t.state != "pending"}
+            attempts = [
+                a for a in self.store.live_attempts(conn, sweep.id) if a.trial_id in live_ids
+            ]
+            for attempt in attempts:
+                self.store.update_attempt(conn, attempt.id, cancel_requested=True)
+        refs = [self._ref(a, {sweep.id: sweep}) for a in attempts if a.job_id]
+        if refs:
+            await self._call(sweep.driver, self.drivers.get(sweep.driver).cancel, refs)
+        self.wake()
+        return {"cancelled": len(pending), "cancelling": len(attempts)}
+
+    # -- helpers --------------------------------------------------------------
+
+    def _finish_sweeps(self) -> None:
+        with self.store.read() as conn:
+            active = self.store.active_sweeps(conn)
+            done = [s for s in active if self.store.unfinished_count(conn, s.id) == 0]
+        if done:
+            with self.store.tx() as conn:
+                for sweep in done:
+                    self.store.set_sweep_state(conn, sweep, "done")
+
+    def _driver(self, name: str) -> Driver | None:
+        try:
+            return self.drivers.get(name)
+        except NotFound as exc:
+            health = self.health.setdefault(name, DriverHealth())
+            if health.last_error != exc.message:
+                log.error("%s", exc.message)
+            health.last_error, health.last_error_at = exc.message, time.time()
+            return None
+
+    async def _call(self, name: str, fn: Callable[..., R], *args: Any) -> R | None:
+        """Run a driver method in a thread; on failure back off (2 s doubling to 5 min)."""
+        health = self.health.setdefault(name, DriverHealth())
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            health.failures += 1
+            delay = min(300.0, 2.0 * 2 ** (health.failures - 1))
+            health.next_try_at = time.time() + delay
+            message = exc.message if isinstance(exc, ClusterdError) else repr(exc)
+            health.last_error, health.last_error_at = message, time.time()
+            log.warning(
+                "driver %s: %s failed: %s (retry in %.0f s)", name, fn.__name__, message, delay
+            )
+            return None
+        health.failures = 0
+        health.next_try_at = 0.0
+        return result
+
+    def _spec(self, sweep: Any) -> SweepSpec:
+        cached = self._specs.get(sweep.id)
+        if cached is None or cached[0] != sweep.updated_at:
+            cached = (sweep.updated_at, SweepSpec.from_dict(sweep.spec))
+            self._specs[sweep.id] = cached
+        return cached[1]
+
+    def _attempt_dir(self, sweep: Any, attempt: Any) -> str:
+        return layout.attempt_dir(sweep.output_dir, attempt.index, attempt.number)
+
+    def _ref(self, attempt: Any, sweeps: dict[int, Any]) -> JobRef:
+        return JobRef(
+            token=attempt.token,
+            job_id=attempt.job_id,
+            attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
+        )

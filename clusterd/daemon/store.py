@@ -1,0 +1,475 @@
+"""All SQL of the daemon: reads for the handlers, writes for the scheduler.
+
+Every state change of a trial goes through ``_transition``, which updates the
+row and appends to the transition log in the caller's transaction. Changes are
+collected while a transaction runs and published (to subscribers) only after it
+commits, so a client never sees a change that was rolled back.
+
+Bulk paths (creating 10,000 trials, ingesting metrics) use Core ``executemany``;
+the ORM models serve as the table definitions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+
+from clusterd.daemon import db
+from clusterd.daemon.models import (
+    Attempt,
+    Checkpoint,
+    GpuSample,
+    Metric,
+    Sweep,
+    Transition,
+    Trial,
+    TrialError,
+)
+from clusterd.errors import Conflict, NotFound
+
+__all__ = ["FINAL_STATES", "LIVE_STATES", "TRIAL_STATES", "Store"]
+
+TRIAL_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")
+FINAL_STATES = frozenset({"completed", "failed", "cancelled", "stopped"})
+LIVE_STATES = frozenset({"queued", "running"})
+
+S, T, A = Sweep.__table__, Trial.__table__, Attempt.__table__
+M, C, G = Metric.__table__, Checkpoint.__table__, GpuSample.__table__
+X, E = Transition.__table__, TrialError.__table__
+
+Change = dict[str, Any]
+
+
+class Store:
+    """The daemon's view of the database. Single-threaded: the daemon's loop owns it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._listeners: list[Callable[[list[Change]], None]] = []
+        self._changes: list[Change] = []
+
+    # -- plumbing -------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[list[Change]], None]) -> None:
+        self._listeners.append(listener)
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One transaction; its changes are published after it commits."""
+        self._changes = []
+        with db.transaction(self.engine) as conn:
+            yield conn
+        changes, self._changes = self._changes, []
+        if changes:
+            for listener in self._listeners:
+                listener(changes)
+
+    def read(self) -> Connection:
+        return self.engine.connect()
+
+    def _transition(
+        self,
+        conn: Connection,
+        trial: Any,
+        to_state: str,
+        reason: str | None = None,
+        attempt: int | None = None,
+        **fields: Any,
+    ) -> None:
+        now = time.time()
+        conn.execute(
+            update(T)
+            .where(T.c.id == trial.id)
+            .values(state=to_state, reason=reason, updated_at=now, **fields)
+        )
+        conn.execute(
+            insert(X).values(
+                sweep_id=trial.sweep_id,
+                trial_id=trial.id,
+                attempt=attempt,
+                from_state=trial.state,
+                to_state=to_state,
+                reason=reason,
+                t=now,
+            )
+        )
+        self._changes.append(
+            {
+                "type": "trial",
+                "sweep_id": trial.sweep_id,
+                "index": trial.index,
+                "from": trial.state,
+                "state": to_state,
+                "reason": reason,
+                "t": now,
+            }
+        )
+
+    # -- sweeps ---------------------------------------------------------------
+
+    def sweep_by_name(self, conn: Connection, name: str) -> Any:
+        return conn.execute(select(S).where(S.c.name == name)).first()
+
+    def require_sweep(self, conn: Connection, name: str) -> Any:
+        row = self.sweep_by_name(conn, name)
+        if row is None:
+            known = conn.execute(select(S.c.name).order_by(S.c.name).limit(20)).scalars().all()
+            hint = f" (sweeps: {', '.join(known)})" if known else " (no sweeps yet)"
+            raise NotFound(f"no sweep named {name!r}{hint}")
+        return row
+
+    def sweep_by_id(self, conn: Connection, sweep_id: int) -> Any:
+        return conn.execute(select(S).where(S.c.id == sweep_id)).first()
+
+    def create_sweep(
+        self,
+        spec: dict[str, Any],
+        trials: Sequence[tuple[dict[str, Any], str]],
+        repro: dict[str, Any] | None,
+    ) -> int:
+        """Persist a sweep and all its trials (pending) in one transaction."""
+        now = time.time()
+        metric = spec.get("metric") or {}
+        with self.tx() as conn:
+            if self.sweep_by_name(conn, spec["name"]) is not None:
+                raise Conflict(
+                    f"a sweep named {spec['name']!r} exists; use `clusterctl submit --extend` "
+                    "to add new trials to it, or `clusterctl rm` it first"
+                )
+            sweep_id = conn.execute(
+                insert(S).values(
+                    name=spec["name"],
+                    driver=spec["driver"],
+                    state="active",
+                    spec=spec,
+                    source=spec["source"],
+                    output_dir=spec["output_dir"],
+                    metric_name=metric.get("name"),
+                    metric_mode=metric.get("mode"),
+                    repro=repro,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]
+            self._insert_trials(conn, sweep_id, 0, trials, now)
+            self._changes.append({"type": "sweep", "name": spec["name"], "state": "active"})
+        return int(sweep_id)
+
+    def extend_sweep(
+        self, name: str, spec: dict[str, Any], trials: Sequence[tuple[dict[str, Any], str]]
+    ) -> tuple[int, int]:
+        """Add the trials whose params are new; return (added, already present)."""
+        now = time.time()
+        with self.tx() as conn:
+            sweep = self.require_sweep(conn, name)
+            known = set(
+                conn.execute(select(T.c.params_key).where(T.c.sweep_id == sweep.id)).scalars()
+            )
+            new = [(p, k) for p, k in trials if k not in known]
+            start = conn.execute(
+                select(func.coalesce(func.max(T.c.index), -1)).where(T.c.sweep_id == sweep.id)
+            ).scalar_one()
+            self._insert_trials(conn, sweep.id, int(start) + 1, new, now)
+            conn.execute(
+                update(S)
+                .where(S.c.id == sweep.id)
+                .values(spec=spec, state="active", updated_at=now)
+            )
+            self._changes.append({"type": "sweep", "name": name, "state": "active"})
+        return len(new), len(trials) - len(new)
+
+    def _insert_trials(
+        self,
+        conn: Connection,
+        sweep_id: int,
+        first_index: int,
+        trials: Sequence[tuple[dict[str, Any], str]],
+        now: float,
+    ) -> None:
+        if not trials:
+            return
+        rows = [
+            {
+                "sweep_id": sweep_id,
+                "index": first_index + i,
+                "params": params,
+                "params_key": key,
+                "state": "pending",
+                "attempts": 0,
+                "failures": 0,
+                "resumes": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i, (params, key) in enumerate(trials)
+        ]
+        conn.execute(insert(T), rows)
+        conn.execute(
+            insert(X).from_select(
+                ["sweep_id", "trial_id", "from_state", "to_state", "reason", "t"],
+                select(
+                    T.c.sweep_id,
+                    T.c.id,
+                    null(),
+                    T.c.state,
+                    literal("submitted"),
+                    T.c.created_at,
+                ).where(and_(T.c.sweep_id == sweep_id, T.c.index >= first_index)),
+            )
+        )
+
+    def sweep_counts(self, conn: Connection) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        rows = conn.execute(
+            select(T.c.sweep_id, T.c.state, func.count()).group_by(T.c.sweep_id, T.c.state)
+        )
+        for sweep_id, state, n in rows:
+            counts.setdefault(sweep_id, {})[state] = n
+        return counts
+
+    def list_sweeps(self, conn: Connection) -> list[Any]:
+        return list(conn.execute(select(S).order_by(S.c.created_at)))
+
+    def best_values(self, conn: Connection) -> dict[int, float]:
+        """The best metric value per sweep over all trials (by each sweep's mode)."""
+        best: dict[int, float] = {}
+        q = select(T.c.sweep_id, func.min(T.c.best_value), func.max(T.c.best_value)).group_by(
+            T.c.sweep_id
+        )
+        modes = dict(conn.execute(select(S.c.id, S.c.metric_mode)).all())
+        for sweep_id, lo, hi in conn.execute(q):
+            value = hi if modes.get(sweep_id) == "max" else lo
+            if value is not None:
+                best[sweep_id] = value
+        return best
+
+    def set_sweep_state(self, conn: Connection, sweep: Any, state: str) -> None:
+        conn.execute(
+            update(S).where(S.c.id == sweep.id).values(state=state, updated_at=time.time())
+        )
+        self._changes.append({"type": "sweep", "name": sweep.name, "state": state})
+
+    def delete_sweep(self, name: str) -> Any:
+        with self.tx() as conn:
+            sweep = self.require_sweep(conn, name)
+            live = conn.execute(
+                select(func.count())
+                .select_from(T)
+                .where(T.c.sweep_id == sweep.id, T.c.state.in_(LIVE_STATES))
+            ).scalar_one()
+            if live:
+                raise Conflict(
+                    f"sweep {name!r} has {live} queued or running trial(s); "
+                    f"run `clusterctl cancel {name}` first"
+                )
+            trial_ids = select(T.c.id).where(T.c.sweep_id == sweep.id).scalar_subquery()
+            for table in (M, C, G, E, A):
+                conn.execute(delete(table).where(table.c.trial_id.in_(trial_ids)))
+            conn.execute(delete(X).where(X.c.sweep_id == sweep.id))
+            conn.execute(delete(T).where(T.c.sweep_id == sweep.id))
+            conn.execute(delete(S).where(S.c.id == sweep.id))
+            self._changes.append({"type": "sweep", "name": name, "state": "removed"})
+        return sweep
+
+    # -- trials ---------------------------------------------------------------
+
+    def trials(self, conn: Connection, sweep_id: int, state: str | None = None) -> list[Any]:
+        q = select(T).where(T.c.sweep_id == sweep_id)
+        if state:
+            q = q.where(T.c.state == state)
+        return list(conn.execute(q.order_by(T.c.index)))
+
+    def trial(self, conn: Connection, sweep: Any, index: int) -> Any:
+        row = conn.execute(select(T).where(T.c.sweep_id == sweep.id, T.c.index == index)).first()
+        if row is None:
+            raise NotFound(f"sweep {sweep.name!r} has no trial {index}")
+        return row
+
+    def attempts(self, conn: Connection, trial_id: int) -> list[Any]:
+        return list(conn.execute(select(A).where(A.c.trial_id == trial_id).order_by(A.c.number)))
+
+    def transitions(self, conn: Connection, trial_id: int) -> list[Any]:
+        return list(conn.execute(select(X).where(X.c.trial_id == trial_id).order_by(X.c.id)))
+
+    def checkpoints(self, conn: Connection, trial_id: int) -> list[Any]:
+        return list(conn.execute(select(C).where(C.c.trial_id == trial_id).order_by(C.c.id)))
+
+    def trial_errors(self, conn: Connection, trial_id: int, limit: int = 20) -> list[Any]:
+        q = select(E).where(E.c.trial_id == trial_id).order_by(E.c.id.desc()).limit(limit)
+        return list(reversed(list(conn.execute(q))))
+
+    def last_metrics(self, conn: Connection, trial_id: int) -> dict[str, dict[str, float]]:
+        """The last value of every metric name the trial reported: {name: {step, value}}."""
+        last = (
+            select(M.c.name, func.max(M.c.id).label("id"))
+            .where(M.c.trial_id == trial_id)
+            .group_by(M.c.name)
+            .subquery()
+        )
+        rows = conn.execute(select(M.c.name, M.c.step, M.c.value).join(last, M.c.id == last.c.id))
+        return {name: {"step": step, "value": value} for name, step, value in rows}
+
+    def metric_history(self, conn: Connection, trial_id: int, name: str) -> list[tuple[int, float]]:
+        q = select(M.c.step, M.c.value).where(M.c.trial_id == trial_id, M.c.name == name)
+        return [(s, v) for s, v in conn.execute(q.order_by(M.c.id))]
+
+    def set_trials_state(
+        self, conn: Connection, trials: Sequence[Any], state: str, reason: str, **fields: Any
+    ) -> None:
+        for trial in trials:
+            self._transition(conn, trial, state, reason, **fields)
+
+    # -- scheduling -----------------------------------------------------------
+
+    def active_sweeps(self, conn: Connection) -> list[Any]:
+        return list(conn.execute(select(S).where(S.c.state == "active").order_by(S.c.id)))
+
+    def live_count(self, conn: Connection, sweep_id: int) -> int:
+        q = (
+            select(func.count())
+            .select_from(T)
+            .where(T.c.sweep_id == sweep_id, T.c.state.in_(LIVE_STATES))
+        )
+        return int(conn.execute(q).scalar_one())
+
+    def pending_trials(self, conn: Connection, sweep_id: int, limit: int) -> list[Any]:
+        q = (
+            select(T)
+            .where(T.c.sweep_id == sweep_id, T.c.state == "pending")
+            .order_by(T.c.index)
+            .limit(limit)
+        )
+        return list(conn.execute(q))
+
+    def unfinished_count(self, conn: Connection, sweep_id: int) -> int:
+        q = (
+            select(func.count())
+            .select_from(T)
+            .where(T.c.sweep_id == sweep_id, T.c.state.not_in(FINAL_STATES))
+        )
+        return int(conn.execute(q).scalar_one())
+
+    def live_attempts(self, conn: Connection, sweep_id: int | None = None) -> list[Any]:
+        """Attempts not yet ended, joined with their trial's index/sweep/state."""
+        q = (
+            select(A, T.c.sweep_id, T.c.index, T.c.state.label("trial_state"))
+            .join(T, A.c.trial_id == T.c.id)
+            .where(A.c.state != "ended")
+        )
+        if sweep_id is not None:
+            q = q.where(T.c.sweep_id == sweep_id)
+        return list(conn.execute(q.order_by(A.c.id)))
+
+    def trial_by_id(self, conn: Connection, trial_id: int) -> Any:
+        return conn.execute(select(T).where(T.c.id == trial_id)).one()
+
+    def add_attempts(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Write-ahead: attempts exist (state submitting) before the driver is called."""
+        if rows:
+            conn.execute(insert(A), list(rows))
+
+    def update_attempt(self, conn: Connection, attempt_id: int, **values: Any) -> None:
+        conn.execute(update(A).where(A.c.id == attempt_id).values(**values))
+
+    def transition(
+        self,
+        conn: Connection,
+        trial: Any,
+        to_state: str,
+        reason: str | None = None,
+        attempt: int | None = None,
+        **fields: Any,
+    ) -> None:
+        if trial.state == to_state and not fields:
+            return
+        self._transition(conn, trial, to_state, reason, attempt, **fields)
+
+    # -- ingestion ------------------------------------------------------------
+
+    def add_metrics(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(M), list(rows))
+
+    def add_checkpoints(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(C), list(rows))
+
+    def add_gpu_samples(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(G), list(rows))
+
+    def add_trial_errors(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(E), list(rows))
+
+    def update_trial_progress(self, conn: Connection, trial_id: int, **values: Any) -> None:
+        conn.execute(update(T).where(T.c.id == trial_id).values(**values))
+
+    def publish(self, change: Change) -> None:
+        """Queue a change that is not a state transition (progress) for this transaction."""
+        self._changes.append(change)
+
+    # -- reports --------------------------------------------------------------
+
+    def counts(self, conn: Connection) -> dict[str, int]:
+        sweeps = conn.execute(select(func.count()).select_from(S)).scalar_one()
+        by_state = dict(conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all())
+        return {"sweeps": int(sweeps), "trials": int(sum(by_state.values())), **by_state}
+
+    def gpu_summary(self, conn: Connection, sweep_id: int) -> list[Any]:
+        q = (
+            select(
+                T.c.index,
+                G.c.gpu,
+                func.count().label("samples"),
+                func.avg(G.c.util).label("util_avg"),
+                func.max(G.c.mem_used).label("mem_max"),
+                func.max(G.c.mem_total).label("mem_total"),
+            )
+            .join(T, G.c.trial_id == T.c.id)
+            .where(T.c.sweep_id == sweep_id)
+            .group_by(T.c.index, G.c.gpu)
+            .order_by(T.c.index, G.c.gpu)
+        )
+        return list(conn.execute(q))
+
+    def runtimes(self, conn: Connection, sweep_id: int) -> dict[int, float]:
+        """Seconds each trial has run, over all its attempts (ended or still running)."""
+        now = time.time()
+        q = (
+            select(T.c.index, A.c.started_at, A.c.ended_at)
+            .join(T, A.c.trial_id == T.c.id)
+            .where(T.c.sweep_id == sweep_id, A.c.started_at.is_not(None))
+        )
+        out: dict[int, float] = {}
+        for index, started, ended in conn.execute(q):
+            out[index] = out.get(index, 0.0) + max(0.0, (ended or now) - started)
+        return out
+
+    def relaunch(self, name: str, states: Sequence[str]) -> int:
+        """Send final trials in ``states`` back to pending, with fresh failure counts."""
+        with self.tx() as conn:
+            sweep = self.require_sweep(conn, name)
+            trials = [t for t in self.trials(conn, sweep.id) if t.state in states]
+            for trial in trials:
+                self._transition(
+                    conn, trial, "pending", "relaunched", failures=0, resumes=0, stop_decision=None
+                )
+            if trials:
+                self.set_sweep_state(conn, sweep, "active")
+        return len(trials)
