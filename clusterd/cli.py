@@ -311,7 +311,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         for e in t["errors"]:
             print(f"  attempt {e['attempt']}: {e['message']}")
     print("\nlog")
-    rows = [
+    log_rows: list[tuple[Any, ...]] = [
         (
             time.strftime("%H:%M:%S", time.localtime(x["t"])),
             x["from"] or "",
@@ -320,7 +320,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
         for x in t["transitions"]
     ]
-    print(render(["time", "from", "to", "reason"], rows))
+    print(render(["time", "from", "to", "reason"], log_rows))
     return 0
 
 

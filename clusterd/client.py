@@ -107,8 +107,12 @@ class Client:
         return reply.get("result")
 
     def subscribe(self, **args: Any) -> Iterator[dict[str, Any]]:
-        """Yield change events until the connection closes (set ``timeout=None``)."""
+        """Subscribe now; the returned iterator yields change events until the connection
+        closes (use ``timeout=None`` to wait for events indefinitely)."""
         self.call("subscribe", **args)
+        return self._events()
+
+    def _events(self) -> Iterator[dict[str, Any]]:
         while True:
             try:
                 msg = self._read()

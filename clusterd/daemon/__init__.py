@@ -1,1 +1,1 @@
-"""The clusterd daemon: the only writer of the database, the scheduling loop and the socket server."""
+"""The clusterd daemon: the database's only writer, the scheduling loop, the socket server."""

@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from clusterd import paths
 from clusterd.daemon import db, lease
 from clusterd.daemon.handlers import HANDLERS, Context, subscribe
@@ -86,7 +88,7 @@ async def _main(home: Path) -> int:
         engine.dispose()
 
 
-async def _heartbeat(engine: object, holder: lease.Lease, stop: asyncio.Event) -> None:
+async def _heartbeat(engine: Engine, holder: lease.Lease, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL)

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class Server:
     def __init__(
         self,
         path: Path,
-        handlers: dict[str, Handler],
+        handlers: Mapping[str, Handler],
         context: Any,
         stream: Callable[[Any, Request, asyncio.StreamWriter], Awaitable[None]],
     ) -> None:
@@ -126,8 +126,8 @@ class Server:
                 line = encode(reply)
             except (TypeError, ValueError):
                 log.exception("reply to %s is not JSON", request.op)
-                err = ClusterdError(f"internal error in {request.op!r}; see the daemon log")
-                line = encode(error_reply(request.id, err))
+                internal = ClusterdError(f"internal error in {request.op!r}; see the daemon log")
+                line = encode(error_reply(request.id, internal))
             writer.write(line)
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     and_,
     delete,
     func,
@@ -48,9 +49,14 @@ TRIAL_STATES = ("pending", "queued", "running", "completed", "failed", "cancelle
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "stopped"})
 LIVE_STATES = frozenset({"queued", "running"})
 
-S, T, A = Sweep.__table__, Trial.__table__, Attempt.__table__
-M, C, G = Metric.__table__, Checkpoint.__table__, GpuSample.__table__
-X, E = Transition.__table__, TrialError.__table__
+S = cast(Table, Sweep.__table__)
+T = cast(Table, Trial.__table__)
+A = cast(Table, Attempt.__table__)
+M = cast(Table, Metric.__table__)
+C = cast(Table, Checkpoint.__table__)
+G = cast(Table, GpuSample.__table__)
+X = cast(Table, Transition.__table__)
+E = cast(Table, TrialError.__table__)
 
 Change = dict[str, Any]
 
@@ -151,7 +157,7 @@ class Store:
                     f"a sweep named {spec['name']!r} exists; use `clusterctl submit --extend` "
                     "to add new trials to it, or `clusterctl rm` it first"
                 )
-            sweep_id = conn.execute(
+            sweep_id = conn.execute(  # type: ignore[index]
                 insert(S).values(
                     name=spec["name"],
                     driver=spec["driver"],
@@ -428,7 +434,9 @@ class Store:
 
     def counts(self, conn: Connection) -> dict[str, int]:
         sweeps = conn.execute(select(func.count()).select_from(S)).scalar_one()
-        by_state = dict(conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all())
+        by_state: dict[str, int] = dict(
+            conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all()
+        )
         return {"sweeps": int(sweeps), "trials": int(sum(by_state.values())), **by_state}
 
     def gpu_summary(self, conn: Connection, sweep_id: int) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,16 +33,6 @@ from clusterd.errors import DriverError, SpecError, UnsupportedResource
 from clusterd.spec.model import Resources, SweepSpec
 
 PY = sys.executable
-
-
-class _AnyInt(int):
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, int)
-
-    __hash__ = int.__hash__
-
-
-ANY_INT = _AnyInt()
 REPO = Path(__file__).resolve().parents[2]
 
 # A job that blocks until someone writes to (and closes) the FIFO given as argv[1],
@@ -130,7 +121,9 @@ def drivers() -> Iterator[Callable[..., LocalDriver]]:
     made: list[LocalDriver] = []
 
     def make(**options: Any) -> LocalDriver:
-        driver = LocalDriver({"gpus": [], **options})
+        """No GPU unless asked (``gpus=None``: discover them as the daemon would)."""
+        options = {"gpus": [], **options}
+        driver = LocalDriver({key: value for key, value in options.items() if value is not None})
         made.append(driver)
         return driver
 
@@ -401,7 +394,7 @@ def test_job_caught_starting_by_a_crash_is_found_by_its_token(jobs: Jobs, driver
     job_file.write_text(json.dumps(crashed))
 
     status = drivers(cpus=1).poll([ref(job, None)])[job.token]
-    assert status.phase == "running" and parse_job_id(status.job_id) == (pid, ANY_INT)
+    assert status.phase == "running" and (parse_job_id(status.job_id) or (0,))[0] == pid
     release(fifo)
 
     never, _ = jobs.blocking()
@@ -516,6 +509,28 @@ def gpus_seen_by(fifo: Path) -> str:
     path = Path(f"{fifo}.gpus")
     wait_for(path.exists, what=f"{path.name} to be written")
     return path.read_text()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs nvidia-smi and a GPU")
+def test_real_gpu_is_discovered_and_assigned(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch, drivers: Any
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    driver = drivers(cpus=2, gpus=None)
+    gpus = driver.describe_cluster().gpus
+    assert gpus and all(gpu["name"] and gpu["uuid"].startswith("GPU-") for gpu in gpus)
+    env_file = jobs.root / "env"
+    script = (
+        "import json, os, sys\n"
+        "keys = ('CUDA_VISIBLE_DEVICES', 'CUDA_DEVICE_ORDER')\n"
+        "open(sys.argv[1], 'w').write(json.dumps({k: os.environ.get(k) for k in keys}))\n"
+    )
+    job = jobs.request([PY, "-c", script, str(env_file)], gpus=1)
+    job_ref = ref(job, driver.submit([job])[job.token])
+    wait_for(lambda: phase_of(driver, job_ref) == "gone", what="the GPU job to finish")
+    seen = json.loads(env_file.read_text())
+    assert seen == {"CUDA_VISIBLE_DEVICES": gpus[0]["id"], "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def test_submit_refuses_jobs_that_can_never_fit(jobs: Jobs, drivers: Any) -> None:

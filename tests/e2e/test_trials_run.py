@@ -227,3 +227,74 @@ def test_shell_example_takes_part_through_events(daemon: Daemon, tmp_path: Path)
     assert [t["state"] for t in trials] == ["completed"] * 3
     assert [t["best_value"] for t in trials] == [0.2, 0.4, 0.6]
     assert os.path.exists(example / "runs" / "shell" / "0" / "params.json")
+
+
+def test_relaunch_failed_runs_them_again(daemon: Daemon, tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    script = tmp_path / "fix.py"
+    script.write_text(f"import os, sys\nsys.exit(0 if os.path.exists({str(flag)!r}) else 1)\n")
+    path = sweep_file(tmp_path, f'command = ["{PY}", "fix.py"]\n[params]\nx = [1, 2]\n')
+    daemon.ctl("submit", str(path))
+    assert [t["state"] for t in daemon.wait_sweep_done("s")] == ["failed", "failed"]
+    flag.touch()  # the researcher fixes the bug...
+    assert "2 trial(s) relaunched" in daemon.ctl("relaunch", "s", "--failed").stdout
+    trials = daemon.wait_sweep_done("s")
+    assert [(t["state"], t["attempts"]) for t in trials] == [("completed", 2)] * 2
+
+
+def test_follow_shows_progress_until_done(daemon: Daemon, tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, f'command = ["{PY}", "-c", "pass"]\n[params]\nx = [1, 2, 3]\n')
+    out = daemon.ctl("submit", str(path), "--follow", timeout=120).stdout
+    assert "3/3" in out and "completed 3" in out
+
+
+def test_logs_follow_streams_until_the_trial_ends(daemon: Daemon, tmp_path: Path) -> None:
+    script = tmp_path / "talk.py"
+    script.write_text(
+        "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.2)\n"
+    )
+    path = sweep_file(tmp_path, f'command = ["{PY}", "talk.py"]\n[params]\nx = 1\n')
+    daemon.ctl("submit", str(path))
+    wait_for(lambda: daemon.trials("s")[0]["attempts"] == 1, 30, "the trial to start")
+    out = daemon.ctl("logs", "s/0", "-f", timeout=60).stdout
+    assert out.splitlines() == [f"line {i}" for i in range(5)]
+
+
+def test_gpu_sweep_refused_where_no_gpu_is_visible(daemon: Daemon, tmp_path: Path) -> None:
+    daemon_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if daemon_env_gpus or shutil.which("nvidia-smi"):
+        import pytest
+
+        pytest.skip("this machine has GPUs")
+    path = sweep_file(
+        tmp_path, f'command = ["{PY}", "-c", "pass"]\n[params]\nx = 1\n[resources]\ngpus = 1\n'
+    )
+    proc = daemon.ctl("submit", str(path), check=False)
+    assert proc.returncode == 1
+    assert "GPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert daemon.ctl_json("sweeps") == []
+
+
+def test_code_snapshot_runs_trials_from_a_clone(daemon: Daemon, tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    (repo / "train.py").write_text("from clusterd import trial\ntrial.report(0, v=1.0)\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    (repo / "train.py").write_text("from clusterd import trial\ntrial.report(0, v=2.0)\n")  # dirty
+    (repo / "sweep.toml").write_text(
+        f'name = "snap"\ncommand = ["{PY}", "train.py"]\n[metric]\nname = "v"\n'
+        '[params]\nx = 1\n[code]\nsnapshot = "git"\n'
+    )
+    daemon.ctl("submit", str(repo / "sweep.toml"))
+    (repo / "train.py").write_text("raise SystemExit(1)\n")  # edited while queued: no effect
+    (trial,) = daemon.wait_sweep_done("snap")
+    assert trial["state"] == "completed" and trial["best_value"] == 2.0
+    show = daemon.ctl_json("show", "snap/0")
+    assert show["code"]["git_dirty"] is True and len(show["code"]["git"]) == 40
+    assert (repo / "runs" / "snap" / "code" / "train.py").exists()
+    assert (repo / "runs" / "snap" / "repro" / "git.diff").read_text()
