@@ -7,7 +7,7 @@ subclasses for anything the user should read. Docstrings show the wire format.
 
 from __future__ import annotations
 
-from clusterd.daemon.handlers import sweeps, system, trials
+from clusterd.daemon.handlers import metrics, sweeps, system, trials
 from clusterd.daemon.handlers.context import Context
 from clusterd.daemon.handlers.stream import subscribe
 from clusterd.protocol import OPS
@@ -31,6 +31,8 @@ HANDLERS = {
     "trials": trials.list_trials,
     "show": trials.show,
     "logs": trials.logs,
+    "metrics": metrics.metrics,
+    "gpu_samples": metrics.gpu_samples,
 }
 
 assert set(HANDLERS) | {"subscribe"} == OPS, "every op needs a handler"
