@@ -56,6 +56,8 @@ OPS = frozenset(
         "best",
         "subscribe",
         "gpus",
+        "metrics",
+        "gpu_samples",
     }
 )
 
