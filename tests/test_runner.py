@@ -376,6 +376,8 @@ def test_sigterm_reaches_stragglers_that_outlive_the_command(tmp_path: Path) -> 
     pids_file = tmp_path / "pids"
     wait_until(lambda: pids_file.exists() and pids_file.read_text().strip() != "")
     straggler = int(pids_file.read_text())
+    # the subshell must have set its trap and exec'd sleep before TERM arrives
+    wait_until(lambda: Path(f"/proc/{straggler}/cmdline").read_bytes().startswith(b"sleep"))
     attempt.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     assert attempt.wait() == 128 + 15
     assert attempt.status()["signal"] == "TERM"

@@ -18,6 +18,16 @@ a complete, normalised spec comes back or an error does.
 The validated ``[params]`` tree is stored as-is (dicts in file order, lists,
 scalars): its key order is significant, so persist it as JSON, not JSONB.
 
+``[search.space]`` entries are ``{ uniform = [lo, hi] }``, ``{ loguniform =
+[lo, hi] }`` (0 < lo), ``{ randint = [lo, hi] }`` (integers, INCLUSIVE of both
+ends, like ``random.randint``) and ``{ choice = [a, b, ...] }``; lo < hi always.
+A space only makes sense when sampling, so method "grid" rejects it (and
+``samples``); every other method requires ``samples``. Method-specific keys go
+in ``[search.options]``.
+
+``{name}`` placeholders in ``command`` follow str.format escaping (``{{``, ``}}``)
+and must name a param every trial has; ``fill_placeholders`` does the substitution.
+
 Driver options live under ``[drivers.<name>]`` (plural): TOML cannot hold both
 ``driver = "slurm"`` and a ``[driver.slurm]`` table.
 """
@@ -153,8 +163,11 @@ def placeholders(command: str | Sequence[str]) -> set[str]:
 
 
 def format_value(value: Any) -> str:
-    """How a param value is written into a command: strings as-is, everything else as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """How a param value is written into a command: strings as-is, everything else as JSON.
+
+    Same rule as ``clusterd.runner.render_value``.
+    """
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def fill_placeholders(

@@ -150,7 +150,9 @@ axis_values = st.one_of(scalars, st.lists(scalars, max_size=3))
 
 
 @st.composite
-def params_trees(draw: st.DrawFn, max_depth: int = 2, max_keys: int = 4) -> dict[str, Any]:
+def params_trees(
+    draw: st.DrawFn, max_depth: int = 2, max_keys: int = 4, max_axis: int = 4
+) -> dict[str, Any]:
     """A valid [params] tree; names are unique across the whole tree, so no clashes."""
     counter = [0]
 
@@ -164,7 +166,7 @@ def params_trees(draw: st.DrawFn, max_depth: int = 2, max_keys: int = 4) -> dict
             kind = draw(st.sampled_from(["axis", "fixed", "cond"] if depth else ["axis", "fixed"]))
             name = fresh()
             if kind == "axis":
-                tree[name] = draw(st.lists(axis_values, min_size=1, max_size=4))
+                tree[name] = draw(st.lists(axis_values, min_size=1, max_size=max_axis))
             elif kind == "fixed":
                 tree[name] = draw(scalars)
             else:
@@ -484,6 +486,12 @@ def test_fill_placeholders_and_format_value() -> None:
     )
     assert argv == ["t", "--lr=0.1", "{x}", "true", "[1, 2]"]
     assert format_value("a b") == "a b" and format_value(3) == "3"
+    assert format_value(["é"]) == '["é"]'
+
+    from clusterd.runner import render_value
+
+    for value in ["a b", 3, 0.1, True, ["é", 1.5], 1e-05]:
+        assert format_value(value) == render_value(value)
     with pytest.raises(KeyError):
         fill_placeholders(["{nope}"], {})
 
