@@ -408,6 +408,24 @@ def wait_group_gone(pgid: int, deadline: float) -> bool:
 # -- GPU sampling ---------------------------------------------------------------------------
 
 
+def _import_pynvml() -> Any:
+    """pynvml, from site-packages even when the runner was started with ``-S``.
+
+    Drivers start the runner as ``python -I -S runner.py`` to save the ~20 ms that
+    site-packages processing costs per trial; only GPU sampling needs site-packages.
+    """
+    try:
+        import pynvml
+    except ImportError:
+        if not sys.flags.no_site:
+            raise
+        import site
+
+        site.main()
+        import pynvml
+    return pynvml
+
+
 class GpuSampler:
     """Appends ``{"type": "gpu", ...}`` lines every ``interval`` s from a daemon thread.
 
@@ -431,8 +449,7 @@ class GpuSampler:
 
     def _run(self) -> None:
         try:
-            import pynvml
-
+            pynvml = _import_pynvml()
             pynvml.nvmlInit()
             handles = _gpu_handles(pynvml)
         except Exception as exc:  # no pynvml, no driver, no GPU: nothing to sample
@@ -745,8 +762,8 @@ def _run(runner: Runner) -> int:
 
 
 def _start_sampler(launch: Launch, log: RunnerLog) -> GpuSampler | None:
-    if launch.gpu_interval <= 0:
-        return None
+    if launch.gpu_interval <= 0 or os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return None  # an empty CUDA_VISIBLE_DEVICES: the driver gave this trial no GPU
     sampler = GpuSampler(os.path.join(launch.attempt_dir, "events.jsonl"), launch.gpu_interval, log)
     sampler.start()
     return sampler
