@@ -241,7 +241,7 @@ class Scheduler:
             cancel_requested=bool(attempt.cancel_requested),
             stop_requested=trial.stop_decision is not None,
             checkpointed=self._checkpointed(conn, attempt),
-            scheduler_reason=status.reason,
+            scheduler_reason=status.scheduler_state or status.reason,
         )
         verdict = decide(ending, spec.resume, spec.retry, trial.failures, trial.resumes)
         self.store.update_attempt(

@@ -1,6 +1,6 @@
 """All SQL of the daemon: reads for the handlers, writes for the scheduler.
 
-Every state change of a trial goes through ``_transition``, which updates the
+Every state change of a trial goes through ``transition``, which updates the
 row and appends to the transition log in the caller's transaction. Changes are
 collected while a transaction runs and published (to subscribers) only after it
 commits, so a client never sees a change that was rolled back.
@@ -88,7 +88,7 @@ class Store:
     def read(self) -> Connection:
         return self.engine.connect()
 
-    def _transition(
+    def transition(
         self,
         conn: Connection,
         trial: Any,
@@ -97,6 +97,9 @@ class Store:
         attempt: int | None = None,
         **fields: Any,
     ) -> None:
+        """Move a trial to ``to_state`` and log it, in the caller's transaction."""
+        if trial.state == to_state and not fields:
+            return
         now = time.time()
         conn.execute(
             update(T)
@@ -338,7 +341,7 @@ class Store:
         self, conn: Connection, trials: Sequence[Any], state: str, reason: str, **fields: Any
     ) -> None:
         for trial in trials:
-            self._transition(conn, trial, state, reason, **fields)
+            self.transition(conn, trial, state, reason, **fields)
 
     # -- scheduling -----------------------------------------------------------
 
@@ -391,19 +394,6 @@ class Store:
 
     def update_attempt(self, conn: Connection, attempt_id: int, **values: Any) -> None:
         conn.execute(update(A).where(A.c.id == attempt_id).values(**values))
-
-    def transition(
-        self,
-        conn: Connection,
-        trial: Any,
-        to_state: str,
-        reason: str | None = None,
-        attempt: int | None = None,
-        **fields: Any,
-    ) -> None:
-        if trial.state == to_state and not fields:
-            return
-        self._transition(conn, trial, to_state, reason, attempt, **fields)
 
     # -- ingestion ------------------------------------------------------------
 
@@ -475,7 +465,7 @@ class Store:
             sweep = self.require_sweep(conn, name)
             trials = [t for t in self.trials(conn, sweep.id) if t.state in states]
             for trial in trials:
-                self._transition(
+                self.transition(
                     conn, trial, "pending", "relaunched", failures=0, resumes=0, stop_decision=None
                 )
             if trials:

@@ -50,7 +50,7 @@ class JobRequest:
     attempt_dir: str  # absolute; exists; the runner writes its files here
     argv: tuple[str, ...]  # the runner command line; the driver runs exactly this
     resources: Resources
-    options: Mapping[str, Any] = field(default_factory=dict)  # [driver.<name>] table
+    options: Mapping[str, Any] = field(default_factory=dict)  # [drivers.<name>] table
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the runner
 
 

@@ -125,10 +125,10 @@ class FakeDriver(Driver):
             cls.cancelled.clear()
 
     def validate(self, spec: SweepSpec) -> None:
-        """Reject unknown ``[driver.fake]`` keys; every resource is accepted."""
+        """Reject unknown ``[drivers.fake]`` keys; every resource is accepted."""
         options = spec.driver_options.get(self.name, {})
         try:
-            _check_options(options, "[driver.fake]")
+            _check_options(options, "[drivers.fake]")
         except DriverError as exc:
             raise SpecError(spec.source, "driver.fake", exc.message) from exc
 
@@ -179,7 +179,7 @@ class FakeDriver(Driver):
 
     def _settings(self, job: JobRequest) -> dict[str, Any]:
         """Defaults, overridden by the driver's options, overridden by the sweep's."""
-        _check_options(job.options, f"[driver.fake] of {job.sweep}")
+        _check_options(job.options, f"[drivers.fake] of {job.sweep}")
         defaults = {key: default for key, (_, default) in _OPTIONS.items()}
         return defaults | self.options | dict(job.options)
 

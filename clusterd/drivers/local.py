@@ -76,7 +76,7 @@ NVIDIA_SMI = (
 NVIDIA_SMI_TIMEOUT = 10.0
 DEFAULT_KILL_TIMEOUT = 30.0
 
-#: keys of the driver's own options (daemon configuration) and of a sweep's [driver.local]
+#: keys of the driver's own options (daemon configuration) and of a sweep's [drivers.local]
 DRIVER_OPTIONS = ("cpus", "gpus", "kill_timeout")
 SWEEP_OPTIONS = ("kill_timeout",)
 
@@ -502,7 +502,7 @@ class LocalDriver(Driver):
     Options (daemon configuration): ``cpus`` (default: the CPUs this process may
     run on), ``gpus`` (list of ids; default: CUDA_VISIBLE_DEVICES, else nvidia-smi),
     ``kill_timeout`` (seconds from a cancel's SIGTERM to SIGKILL of the job's
-    session; default 30; a sweep's ``[driver.local]`` may set it too).
+    session; default 30; a sweep's ``[drivers.local]`` may set it too).
     """
 
     name = "local"
@@ -525,7 +525,7 @@ class LocalDriver(Driver):
         """Refuse sweeps this machine cannot run: too many GPUs or CPUs, unknown options."""
         options = spec.driver_options.get(self.name, {})
         try:
-            _check_options(options, SWEEP_OPTIONS, "[driver.local]")
+            _check_options(options, SWEEP_OPTIONS, "[drivers.local]")
         except DriverError as exc:
             raise SpecError(spec.source, "driver.local", exc.message) from exc
         with self._lock:

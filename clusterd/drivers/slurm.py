@@ -1,0 +1,1015 @@
+"""``SlurmDriver``: attempts as Slurm job-array tasks, polled in bulk.
+
+Slurm is the distributed engine; this driver only talks to it, politely:
+
+* **submit**: the attempts of one call that share resources and options go out as
+  one ``sbatch --parsable --array=0-N[%throttle]`` per chunk of at most
+  ``MaxArraySize`` tasks (read once from ``scontrol show config``; it caps the
+  task *index*, so chunks are numbered from 0). The batch script is rendered
+  here (``render_batch_script``): a ``case`` on ``$SLURM_ARRAY_TASK_ID`` picks the
+  task's attempt dir, environment and argv -- every value ``shlex``-quoted -- and
+  ``exec``s the runner, so ``--signal=B:<sig>@<lead>`` reaches the runner itself.
+* **poll**: one ``squeue --me --states=all`` for every job (it still lists jobs
+  that ended less than ``MinJobAge`` ago, with their final state), then one
+  ``sacct`` for the jobs that ended or left the queue, for the final state as
+  accounting spells it ("CANCELLED by 1000") -- or none at all when nothing ended.
+* **find**: before ``sbatch`` runs, ``<attempt_dir>/job.json`` records the array's
+  job name (``cd.<sweep>.<8 hex>``, unique per ``sbatch``) and the task index;
+  after it, the job id. A daemon that crashed in between finds the job again by
+  name in ``squeue`` or ``sacct``; a job id in job.json needs no query at all.
+
+Parsing is pure (``parse_*`` functions, fed recorded output in the tests); every
+command runs through one ``CommandRunner`` with a timeout, and any failure is a
+``DriverError`` (the daemon backs off and asks again). The scheduler's state is
+the truth only for jobs that never started or were killed: the exit status of an
+attempt is the runner's ``status.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
+from clusterd.drivers.hookspecs import hookimpl
+from clusterd.errors import DriverError, SpecError, UnsupportedResource
+from clusterd.spec.model import Resources, SweepSpec
+
+if TYPE_CHECKING:
+    from clusterd.drivers.registry import DriverRegistry
+
+__all__ = [
+    "DRIVER_OPTIONS",
+    "SACCT_FIELDS",
+    "SQUEUE_FORMAT",
+    "SWEEP_OPTIONS",
+    "ArraySettings",
+    "CommandRunner",
+    "SlurmDriver",
+    "SlurmJob",
+    "build_sbatch_argv",
+    "clusterd_register_drivers",
+    "expand_job_ids",
+    "format_slurm_time",
+    "job_status",
+    "parse_gres_gpus",
+    "parse_sacct",
+    "parse_sbatch_parsable",
+    "parse_scontrol_config",
+    "parse_sinfo",
+    "parse_squeue",
+    "read_resume",
+    "render_batch_script",
+    "run_command",
+]
+
+log = logging.getLogger(__name__)
+
+CommandRunner = Callable[[Sequence[str], float, str | None], subprocess.CompletedProcess[str]]
+"""``(argv, timeout, stdin) -> CompletedProcess``; tests wrap it to count calls."""
+
+JOB_FILE = "job.json"
+STATE_DIR = ".slurm"  # under the sweep's output dir: batch scripts and early task output
+TOKEN_ENV = "CLUSTERD_JOB_TOKEN"
+NAME_PREFIX = "cd."
+DEFAULT_COMMAND_TIMEOUT = 30.0
+MAX_SIGNAL_LEAD = 65535  # sbatch --signal accepts at most this many seconds
+#: tasks per sbatch whatever MaxArraySize says: ~225 bytes of script per task keeps the
+#: script well under slurmctld's default max_script_size (4 MB)
+MAX_TASKS_PER_ARRAY = 10_000
+MAX_EXPANSION = 1_000_000  # array ids one output may expand to (Slurm's cap is 4,000,001)
+
+#: ``squeue -o`` fields, ``|``-separated; the job name goes last as it may hold ``|``
+SQUEUE_FORMAT = "%i|%F|%K|%T|%r|%N|%j"
+SQUEUE_ARGV = ("squeue", "--me", "--noheader", "--array", "--states=all")
+SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "NodeList", "JobName")
+#: ``clusterctl cluster``: one line per (node, partition); ``sinfo -O`` takes a suffix
+SINFO_FIELDS = ("NodeList", "Partition", "StateLong", "CPUsState", "Memory", "Gres", "GresUsed")
+QUEUE_FORMAT = "%i|%T|%r|%N|%P|%M|%l|%j"
+
+QUEUED_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+)
+RUNNING_STATES = frozenset(
+    {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
+)
+
+#: keys of a sweep's ``[drivers.slurm]`` table -> what each must be
+SWEEP_OPTIONS: dict[str, str] = {
+    "account": "a non-empty string (sbatch --account)",
+    "qos": "a non-empty string (sbatch --qos)",
+    "constraint": "a non-empty string (sbatch --constraint)",
+    "exclude": "a node list string or a list of node names (sbatch --exclude)",
+    "extra": "a list of strings, each passed to sbatch as one argument",
+    "throttle": "a positive integer: array tasks running at once (--array=...%N)",
+    "poll_interval": "a number of seconds > 0 (the smallest any sweep asks for wins)",
+    "max_array_size": "a positive integer: tasks per sbatch (at most the cluster's MaxArraySize)",
+}
+#: keys of the driver's own options (daemon configuration, or tests)
+DRIVER_OPTIONS: dict[str, str] = {
+    "poll_interval": SWEEP_OPTIONS["poll_interval"],
+    "max_array_size": SWEEP_OPTIONS["max_array_size"],
+    "command_timeout": "a number of seconds > 0 every Slurm command may take",
+}
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SIGNAL = re.compile(r"(SIG)?[A-Z0-9]+")
+_JOB_ID = re.compile(r"(\d+)(?:_(\d+|\[[0-9,%\-]+\]))?(?:\+\d+)?")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_command(
+    argv: Sequence[str], timeout: float, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command without a shell; the default ``CommandRunner``."""
+    return subprocess.run(
+        list(argv),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """One job (array task) as ``squeue`` or ``sacct`` reports it."""
+
+    job_id: str  # "123_4" for an array task, "123" otherwise
+    state: str  # as spelled, e.g. "PENDING", "CANCELLED by 1000"
+    reason: str | None = None  # pending reason (squeue %r) or sacct Reason; None for "None"
+    nodes: str | None = None
+    name: str = ""
+    exit_code: str | None = None  # sacct "3:0" (code:signal); None from squeue
+
+    @property
+    def base_state(self) -> str:
+        """The state without decorations: "CANCELLED by 0" -> "CANCELLED"."""
+        return self.state.split(" ", 1)[0].rstrip("+")
+
+    @property
+    def array_job_id(self) -> str:
+        return self.job_id.split("_", 1)[0]
+
+    @property
+    def task_id(self) -> int | None:
+        _, sep, task = self.job_id.partition("_")
+        return int(task) if sep and task.isdigit() else None
+
+
+def expand_job_ids(raw: str, budget: int = MAX_EXPANSION) -> list[str]:
+    """``"7_[1-3,9%2]"`` -> ``["7_1", "7_2", "7_3", "7_9"]``; plain ids come back alone.
+
+    Slurm folds the pending tasks of an array into one such line (sacct always,
+    squeue without ``--array``). A malformed id is a DriverError.
+    """
+    match = _JOB_ID.fullmatch(raw)
+    if match is None:
+        raise DriverError(f"unexpected Slurm job id {raw!r}; expected 123, 123_4 or 123_[4-9]")
+    array_id, task = match.group(1), match.group(2)
+    if task is None:
+        return [array_id]
+    if not task.startswith("["):
+        return [f"{array_id}_{int(task)}"]
+    ids: list[str] = []
+    for part in task[1:-1].split("%", 1)[0].split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or not (high.isdigit() or not high):
+            raise DriverError(f"unexpected array range {part!r} in Slurm job id {raw!r}")
+        first, last = int(low), int(high or low)
+        if last < first or len(ids) + last - first + 1 > budget:
+            raise DriverError(f"array range {part!r} in Slurm job id {raw!r} is out of bounds")
+        ids.extend(f"{array_id}_{i}" for i in range(first, last + 1))
+    return ids
+
+
+def _none(value: str) -> str | None:
+    """Slurm prints absent values as "None", "(null)", "None assigned" or nothing."""
+    value = value.strip()
+    return None if value in ("", "None", "(null)", "None assigned", "n/a") else value
+
+
+def _split(line: str, count: int, what: str) -> list[str]:
+    """Split a ``|``-separated line into ``count`` fields, the last one taking the rest."""
+    fields = line.split("|", count - 1)
+    if len(fields) != count:
+        raise DriverError(
+            f"cannot read {what} line {line[:200]!r}: {len(fields)} fields, expected {count}; "
+            f"is this a Slurm version clusterd does not know?"
+        )
+    return fields
+
+
+def _check_state(state: str, line: str, what: str) -> str:
+    if not re.fullmatch(r"[A-Z_]+\+?( by \d+)?", state):
+        raise DriverError(f"cannot read {what} line {line[:200]!r}: odd job state {state!r}")
+    return state
+
+
+def parse_squeue(text: str) -> dict[str, SlurmJob]:
+    """Parse ``squeue -h -o SQUEUE_FORMAT`` output into jobs by job id.
+
+    A line that does not fit the format is a DriverError rather than skipped: a job
+    missing from the answer would look finished, and the poll is better retried.
+    """
+    rows = []
+    for line in _lines(text):
+        raw_id, _array, _task, state, reason, nodes, name = _split(line, 7, "squeue")
+        state = _check_state(state.strip(), line, "squeue")
+        rows.append((raw_id.strip(), SlurmJob("", state, _none(reason), _none(nodes), name)))
+    return _by_job_id(rows)
+
+
+def parse_sacct(text: str) -> dict[str, SlurmJob]:
+    """Parse ``sacct -n -P -X --format=SACCT_FIELDS`` output into jobs by job id."""
+    rows = []
+    for line in _lines(text):
+        raw_id, state, exit_code, reason, nodes, name = _split(line, len(SACCT_FIELDS), "sacct")
+        state = _check_state(state.strip(), line, "sacct")
+        job = SlurmJob("", state, _none(reason), _none(nodes), name, _none(exit_code))
+        rows.append((raw_id.strip(), job))
+    return _by_job_id(rows)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _by_job_id(rows: Sequence[tuple[str, SlurmJob]]) -> dict[str, SlurmJob]:
+    """Jobs by id, folded ranges (``7_[2-5]``) expanded.
+
+    A line of its own beats a folded range: sacct lists ``7_2`` alone *and* inside
+    the array's ``7_[2-5%2]`` line, which carries no node and may be older.
+    """
+    jobs: dict[str, SlurmJob] = {}
+    folded: dict[str, SlurmJob] = {}
+    for raw_id, job in rows:
+        ids = expand_job_ids(raw_id, MAX_EXPANSION - len(jobs) - len(folded))
+        target = folded if "[" in raw_id else jobs
+        for job_id in ids:
+            target[job_id] = replace(job, job_id=job_id)
+    return {**folded, **jobs}
+
+
+def parse_sbatch_parsable(text: str) -> str:
+    """The job id from ``sbatch --parsable`` output: ``"123"`` or ``"123;cluster"``."""
+    line = _first_line(text)
+    job_id = line.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise DriverError(
+            f"sbatch --parsable printed {text.strip()[:200]!r}; expected a job id such as '123'"
+        )
+    return job_id
+
+
+def parse_scontrol_config(text: str) -> dict[str, str]:
+    """``scontrol show config`` as ``{key: value}`` (headers and section titles skipped)."""
+    config: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and key and " " not in key:
+            config[key] = value.strip()
+    return config
+
+
+def _config_int(config: Mapping[str, str], key: str) -> int:
+    raw = config.get(key, "")
+    match = re.match(r"\d+", raw)
+    if match is None:
+        raise DriverError(f"scontrol show config has no usable {key} (got {raw!r})")
+    return int(match.group())
+
+
+def parse_gres_gpus(gres: str) -> int:
+    """GPUs in a GRES string: ``"gpu:a100:4(S:0-1),shard:8"`` -> 4; ``"(null)"`` -> 0."""
+    total = 0
+    for item in re.split(r",(?![^(]*\))", gres):
+        parts = item.split("(", 1)[0].split(":")
+        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
+            total += int(parts[-1])
+        elif parts[0] == "gpu" and len(parts) == 1:
+            total += 1
+    return total
+
+
+def parse_sinfo(text: str) -> list[dict[str, Any]]:
+    """``sinfo -h -N -O SINFO_FIELDS`` (one line per node and partition) as dicts."""
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.rstrip("|").split("|")
+        if len(fields) != len(SINFO_FIELDS):
+            raise DriverError(f"cannot read sinfo line {line[:200]!r}: expected 7 fields")
+        node, partition, state, cpus, memory, gres, gres_used = (f.strip() for f in fields)
+        cpu_counts = [int(n) if n.isdigit() else 0 for n in cpus.split("/")] + [0, 0, 0, 0]
+        rows.append(
+            {
+                "node": node,
+                "partition": partition.rstrip("*"),
+                "default": partition.endswith("*"),
+                "state": state,
+                "cpus_alloc": cpu_counts[0],
+                "cpus_idle": cpu_counts[1],
+                "cpus": cpu_counts[3],
+                "memory_mb": int(memory) if memory.isdigit() else None,
+                "gpus": parse_gres_gpus(gres),
+                "gpus_used": parse_gres_gpus(gres_used),
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- states
+
+
+def job_status(job: SlurmJob) -> JobStatus:
+    """What a Slurm state means to the daemon.
+
+    PENDING and friends are ``queued`` with the pending reason; RUNNING and
+    COMPLETING are ``running`` on a host; anything else has ended (``gone``) and
+    the state itself is the reason ("TIMEOUT", "CANCELLED by 1000", ...).
+    """
+    state = job.base_state
+    if state in QUEUED_STATES:
+        return JobStatus("queued", job.job_id, job.reason, scheduler_state=state)
+    if state in RUNNING_STATES:
+        return JobStatus("running", job.job_id, host=job.nodes, scheduler_state=state)
+    return JobStatus("gone", job.job_id, _gone_reason(job), host=job.nodes, scheduler_state=state)
+
+
+def _gone_reason(job: SlurmJob) -> str | None:
+    if job.base_state == "COMPLETED":
+        return None
+    detail = []
+    if job.exit_code not in (None, "0:0"):
+        detail.append(f"exit code {job.exit_code}")
+    if job.reason is not None and job.base_state not in ("CANCELLED",):
+        detail.append(job.reason)
+    return f"{job.state} ({', '.join(detail)})" if detail else job.state
+
+
+def _ended(job: SlurmJob) -> bool:
+    return job.base_state not in QUEUED_STATES and job.base_state not in RUNNING_STATES
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _check_option(key: str, value: Any) -> bool:
+    """True if ``value`` is acceptable for option ``key``."""
+    if key in ("account", "qos", "constraint"):
+        return isinstance(value, str) and bool(value.strip())
+    if key == "exclude":
+        return (isinstance(value, str) and bool(value.strip())) or _is_str_list(value)
+    if key == "extra":
+        return _is_str_list(value)
+    if key in ("throttle", "max_array_size"):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if key in ("poll_interval", "command_timeout"):
+        return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return False
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+def _option_problem(options: Mapping[str, Any], valid: Mapping[str, str]) -> str | None:
+    """What is wrong with ``options`` (an unknown key, listing the valid ones, or a value
+    of the wrong kind), or None."""
+    for key, value in options.items():
+        if key not in valid:
+            return f"unknown option {key!r}; valid options: {', '.join(sorted(valid))}"
+        if not _check_option(key, value):
+            return f"option {key!r} must be {valid[key]}, got {value!r}"
+    return None
+
+
+def _check_options(options: Mapping[str, Any], valid: Mapping[str, str], where: str) -> None:
+    """``_option_problem`` as a DriverError that says ``where``."""
+    problem = _option_problem(options, valid)
+    if problem is not None:
+        raise DriverError(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class ArraySettings:
+    """Everything sbatch is told about an array; attempts sharing it share an array."""
+
+    sweep: str
+    cpus: int | None = None
+    gpus: int = 0
+    memory_mb: int | None = None
+    time_seconds: int | None = None
+    partition: str | None = None
+    signal: str | None = None  # resume signal, only with a time limit
+    signal_lead: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    extra: tuple[str, ...] = ()
+    throttle: int | None = None
+
+    @classmethod
+    def of(cls, job: JobRequest, resume: tuple[str, int] | None = None) -> ArraySettings:
+        """Settings for ``job``; ``resume`` is ``(signal, lead)`` from its launch.json."""
+        res: Resources = job.resources
+        opts = job.options
+        exclude = opts.get("exclude")
+        signal, lead = _signal_for(res.time_seconds, resume)
+        return cls(
+            sweep=job.sweep,
+            cpus=res.cpus,
+            gpus=res.gpus,
+            memory_mb=res.memory_mb,
+            time_seconds=res.time_seconds,
+            partition=res.partition,
+            signal=signal,
+            signal_lead=lead,
+            account=opts.get("account"),
+            qos=opts.get("qos"),
+            constraint=opts.get("constraint"),
+            exclude=",".join(exclude) if isinstance(exclude, list | tuple) else exclude,
+            extra=tuple(opts.get("extra") or ()),
+            throttle=opts.get("throttle"),
+        )
+
+
+def _signal_for(
+    time_seconds: int | None, resume: tuple[str, int] | None
+) -> tuple[str | None, int | None]:
+    """``(signal, lead)`` for ``--signal=B:...``; as the runner does, a lead that does not
+    fit in the time limit becomes half of it."""
+    if not time_seconds or resume is None:
+        return None, None
+    signal, lead = resume
+    if lead >= time_seconds:
+        lead = time_seconds // 2
+    return signal.upper().removeprefix("SIG"), max(1, min(lead, MAX_SIGNAL_LEAD))
+
+
+def format_slurm_time(seconds: int) -> str:
+    """``--time`` value: ``"HH:MM:SS"``, or ``"D-HH:MM:SS"`` from a day on.
+
+    Slurm counts time limits in minutes and rounds seconds up.
+    """
+    seconds = max(1, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def build_sbatch_argv(
+    settings: ArraySettings, name: str, tasks: int, state_dir: str, script: str
+) -> list[str]:
+    """The sbatch command line for one array of ``tasks`` tasks; no shell ever sees it.
+
+    ``--no-requeue``: a preempted or failed node ends the job, and the daemon
+    decides about a new attempt -- Slurm rerunning the same attempt dir would
+    run the attempt twice. ``extra`` comes last so it can override anything.
+    """
+    array = f"0-{tasks - 1}" + (f"%{settings.throttle}" if settings.throttle else "")
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--array={array}",
+        f"--job-name={name}",
+        f"--chdir={state_dir}",
+        f"--output={os.path.join(state_dir, name)}.out",
+        "--open-mode=append",
+        "--no-requeue",
+    ]
+    argv += _resource_args(settings)
+    argv += list(settings.extra)
+    argv.append(script)
+    return argv
+
+
+def _resource_args(s: ArraySettings) -> list[str]:
+    pairs = [
+        ("--cpus-per-task", s.cpus),
+        ("--gres", f"gpu:{s.gpus}" if s.gpus else None),
+        ("--mem", f"{s.memory_mb}M" if s.memory_mb else None),
+        ("--time", format_slurm_time(s.time_seconds) if s.time_seconds else None),
+        ("--signal", f"B:{s.signal}@{s.signal_lead}" if s.signal else None),
+        ("--partition", s.partition),
+        ("--account", s.account),
+        ("--qos", s.qos),
+        ("--constraint", s.constraint),
+        ("--exclude", s.exclude),
+    ]
+    return [f"{flag}={value}" for flag, value in pairs if value is not None]
+
+
+def render_batch_script(name: str, jobs: Sequence[JobRequest]) -> str:
+    """The batch script of one array: task ``i`` runs ``jobs[i]``.
+
+    Every value from a request (paths, argv, environment) is ``shlex.quote``d; the
+    task ``exec``s its argv in its attempt dir, so the runner *is* the batch shell
+    and receives ``--signal=B:...``. Output the runner itself prints goes to
+    ``slurm.out`` in the attempt dir; ``slurm_job_id`` there records the job id.
+    """
+    lines = [
+        "#!/bin/bash",
+        f"# clusterd array {name}: {len(jobs)} task(s) of sweep {jobs[0].sweep}.",
+        "# Generated by clusterd's Slurm driver; job.json in each attempt dir maps back.",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+    ]
+    for index, job in enumerate(jobs):
+        lines += _task_branch(index, job)
+    lines += [
+        "*)",
+        '    echo "clusterd: array task ${SLURM_ARRAY_TASK_ID:-?} is not in this script" >&2',
+        "    exit 97",
+        "    ;;",
+        "esac",
+        'cd "$adir" || exit 97',
+        'printf \'%s_%s\\n\' "$SLURM_ARRAY_JOB_ID" "$SLURM_ARRAY_TASK_ID" >slurm_job_id',
+        'exec "${argv[@]}" >>slurm.out 2>&1',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _task_branch(index: int, job: JobRequest) -> list[str]:
+    q = shlex.quote
+    env = {**job.env, TOKEN_ENV: job.token}
+    for key in env:
+        if not _ENV_NAME.fullmatch(key):
+            raise DriverError(f"job {job.token}: environment variable name {key!r} is invalid")
+    return [
+        f"{index})",
+        f"    adir={q(job.attempt_dir)}",
+        *(f"    export {q(f'{key}={value}')}" for key, value in env.items()),
+        f"    argv=({' '.join(q(arg) for arg in job.argv)})",
+        "    ;;",
+    ]
+
+
+# --------------------------------------------------------------------------- job.json
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Temp file + rename, so a reader sees the old record or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_job_file(attempt_dir: str, token: str) -> dict[str, Any] | None:
+    """``job.json`` of ``token``; None if absent, unreadable or written for another token."""
+    try:
+        data = json.loads((Path(attempt_dir) / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("token") != token:
+        return None
+    return data
+
+
+def read_resume(attempt_dir: str) -> tuple[str, int] | None:
+    """``(signal, signal_lead)`` from the attempt's launch.json (docs/runtime.md).
+
+    JobRequest carries no resume policy; the daemon writes launch.json before
+    ``submit``. None when it is missing or has no usable ``resume`` table.
+    """
+    try:
+        launch = json.loads((Path(attempt_dir) / "launch.json").read_text())
+        resume = launch["resume"]
+        signal, lead = str(resume["signal"]), int(resume["signal_lead"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _SIGNAL.fullmatch(signal.upper()) or lead < 0:
+        return None
+    return signal, lead
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class SlurmDriver(Driver):
+    """Attempts as tasks of Slurm job arrays; see the module docstring for the protocol."""
+
+    name = "slurm"
+    poll_interval = 30.0
+    enforces_time_limit = True
+    status_grace = 60.0
+
+    def __init__(
+        self, options: Mapping[str, Any] | None = None, *, run: CommandRunner | None = None
+    ) -> None:
+        super().__init__(options)
+        _check_options(self.options, DRIVER_OPTIONS, "slurm driver options")
+        self._run = run or run_command
+        self._timeout = float(self.options.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
+        self._config: dict[str, str] | None = None
+        if "poll_interval" in self.options:
+            self._set_poll_interval(float(self.options["poll_interval"]))
+
+    # -- the contract -------------------------------------------------------------------
+
+    def validate(self, spec: SweepSpec) -> None:
+        """Reject unknown ``[drivers.slurm]`` keys and resources Slurm cannot take."""
+        problem = _option_problem(spec.driver_options.get(self.name, {}), SWEEP_OPTIONS)
+        if problem is not None:
+            raise SpecError(spec.source, "drivers.slurm", problem)
+        if spec.resources.pack > 1:
+            raise UnsupportedResource(
+                f"{spec.source}: resources.pack = {spec.resources.pack}: the slurm driver "
+                f"runs one trial per job for now; remove 'pack' or set it to 1"
+            )
+        for key in spec.env.vars:
+            if not _ENV_NAME.fullmatch(key):
+                raise SpecError(spec.source, f"env.vars.{key}", "a valid variable name")
+
+    def submit(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
+        """One sbatch per group of alike attempts and chunk of ``MaxArraySize`` tasks."""
+        if not jobs:
+            return {}
+        for job in jobs:
+            _check_options(job.options, SWEEP_OPTIONS, f"drivers.slurm of sweep {job.sweep}")
+            self._note_poll_interval(job.options)
+        accepted = self._adopt_leftovers(jobs)
+        todo = [job for job in jobs if job.token not in accepted]
+        try:
+            for settings, chunk in self._arrays(todo):
+                accepted.update(self._submit_array(settings, chunk))
+        except DriverError as exc:
+            if not accepted:
+                raise
+            log.warning("slurm: %d of %d jobs submitted, then: %s", len(accepted), len(jobs), exc)
+        return accepted
+
+    def poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        """One squeue for everything; one sacct for the jobs that ended or left the queue."""
+        if not jobs:
+            return {}
+        queue = parse_squeue(self._call([*SQUEUE_ARGV, f"--format={SQUEUE_FORMAT}"]))
+        ids = self._resolve(jobs, queue)
+        statuses: dict[str, JobStatus] = {}
+        ended: dict[str, str] = {}  # token -> job id
+        for ref in jobs:
+            job_id = ids.get(ref.token)
+            row = queue.get(job_id) if job_id else None
+            if job_id is None:
+                statuses[ref.token] = JobStatus("gone", None, "no Slurm job was found for it")
+            elif row is not None and not _ended(row):
+                statuses[ref.token] = job_status(row)
+            else:
+                ended[ref.token] = job_id
+        if ended:
+            statuses.update(self._final_states(ended, queue))
+        return statuses
+
+    def cancel(self, jobs: Sequence[JobRef]) -> None:
+        """One ``scancel`` for all; jobs that already ended are no error."""
+        ids = self._resolve(jobs, None)
+        lost = [ref for ref in jobs if ref.token not in ids and _has_batch(ref)]
+        if lost:  # submitted, but the id was lost in a crash: look it up by name
+            ids.update(self._resolve(lost, self._squeue_all()))
+        if not ids:
+            return
+        done = self._run_checked(["scancel", *sorted(set(ids.values()))], check=False)
+        errors = [
+            line
+            for line in done.stderr.splitlines()
+            if line.strip() and not re.search(r"already completing|completed|Invalid job id", line)
+        ]
+        if done.returncode != 0 and errors:
+            raise DriverError(f"scancel failed: {errors[0]}")
+
+    def find(self, jobs: Sequence[JobRef]) -> dict[str, str]:
+        """Job ids from job.json, else by array name and task in squeue, then sacct."""
+        found = self._resolve(jobs, None)
+        wanted = [ref for ref in jobs if ref.token not in found]
+        wanted = [ref for ref in wanted if _has_batch(ref)]
+        records = {ref.token: _read_job_file(ref.attempt_dir, ref.token) for ref in wanted}
+        if not wanted:
+            return found
+        found.update(self._resolve(wanted, self._squeue_all()))
+        wanted = [ref for ref in wanted if ref.token not in found]
+        if wanted:
+            found.update(self._find_in_sacct(wanted, records))
+        return found
+
+    def describe_cluster(self) -> ClusterInfo:
+        """Partitions, nodes and GPUs from one ``sinfo``; the user's queue from one ``squeue``."""
+        fields = ",".join(f"{field}:0|" for field in SINFO_FIELDS)
+        rows = parse_sinfo(self._call(["sinfo", "--noheader", "--Node", f"--Format={fields}"]))
+        queue_text = self._call(["squeue", "--me", "--noheader", f"--format={QUEUE_FORMAT}"])
+        partitions = _partitions(rows)
+        return ClusterInfo(
+            driver=self.name,
+            partitions=partitions,
+            nodes=_nodes(rows),
+            gpus=[
+                {"partition": p["name"], "gpus": p["gpus"], "gpus_free": p["gpus_free"]}
+                for p in partitions
+                if p["gpus"]
+            ],
+            queue=[_queue_entry(line) for line in queue_text.splitlines() if line.strip()],
+        )
+
+    # -- submission -----------------------------------------------------------------------
+
+    def _arrays(
+        self, jobs: Sequence[JobRequest]
+    ) -> Iterable[tuple[ArraySettings, list[JobRequest]]]:
+        """Groups of alike jobs, cut into chunks that fit ``MaxArraySize``."""
+        groups: dict[ArraySettings, list[JobRequest]] = {}
+        for job in jobs:
+            resume = read_resume(job.attempt_dir) if job.resources.time_seconds else None
+            if job.resources.time_seconds and resume is None:
+                resume = ("USR1", 120)  # ResumePolicy's defaults
+                log.warning("slurm: no resume policy in %s/launch.json", job.attempt_dir)
+            groups.setdefault(ArraySettings.of(job, resume), []).append(job)
+        for settings, group in groups.items():
+            size = self._array_limit(group[0].options)
+            for start in range(0, len(group), size):
+                yield settings, group[start : start + size]
+
+    def _array_limit(self, options: Mapping[str, Any]) -> int:
+        """Tasks per array: MaxArraySize caps the index, so indices 0..MaxArraySize-1."""
+        if self._config is None:
+            self._config = parse_scontrol_config(self._call(["scontrol", "show", "config"]))
+        limit = min(_config_int(self._config, "MaxArraySize"), MAX_TASKS_PER_ARRAY)
+        for source in (self.options, options):
+            if "max_array_size" in source:
+                limit = min(limit, int(source["max_array_size"]))
+        return max(1, limit)
+
+    def _submit_array(self, settings: ArraySettings, jobs: list[JobRequest]) -> dict[str, str]:
+        """Write the script and job.json files, run sbatch, record the job ids."""
+        name = f"{NAME_PREFIX}{settings.sweep}.{secrets.token_hex(4)}"
+        state_dir = _state_dir(jobs[0])
+        script = state_dir / f"{name}.sh"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            script.write_text(render_batch_script(name, jobs))
+            for index, job in enumerate(jobs):
+                self._record(job, name, index, None)
+        except OSError as exc:
+            raise DriverError(f"cannot write the batch script or job.json: {exc}") from exc
+        argv = build_sbatch_argv(settings, name, len(jobs), str(state_dir), str(script))
+        array_id = parse_sbatch_parsable(self._call(argv))
+        ids = {job.token: f"{array_id}_{index}" for index, job in enumerate(jobs)}
+        for index, job in enumerate(jobs):
+            try:
+                self._record(job, name, index, ids[job.token])
+            except OSError as exc:  # find() still finds it by name
+                log.error("slurm: cannot record job id of %s: %s", job.token, exc)
+        log.info("slurm: submitted %d task(s) as array %s (%s)", len(jobs), array_id, name)
+        return ids
+
+    def _record(self, job: JobRequest, name: str, index: int, job_id: str | None) -> None:
+        data = {
+            "version": 1,
+            "driver": self.name,
+            "token": job.token,
+            "state": "submitted" if job_id else "submitting",
+            "batch": name,
+            "task": index,
+            "job_id": job_id,
+            "array_job_id": job_id.split("_")[0] if job_id else None,
+            "recorded_at": time.time(),
+        }
+        _write_json_atomic(Path(job.attempt_dir) / JOB_FILE, data)
+
+    def _adopt_leftovers(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
+        """Jobs an earlier sbatch may have submitted although it failed or timed out."""
+        refs = [JobRef(job.token, None, job.attempt_dir) for job in jobs]
+        refs = [ref for ref in refs if _has_batch(ref)]
+        return self.find(refs) if refs else {}
+
+    # -- polling --------------------------------------------------------------------------
+
+    def _final_states(
+        self, ended: Mapping[str, str], queue: Mapping[str, SlurmJob]
+    ) -> dict[str, JobStatus]:
+        """sacct's word on jobs that ended; squeue's final state where sacct has none."""
+        accounting, note = self._sacct(sorted(set(ended.values())))
+        statuses = {}
+        for token, job_id in ended.items():
+            row = _best_row(_lookup(accounting, job_id), _lookup(queue, job_id))
+            if row is not None:
+                statuses[token] = job_status(row)
+            elif note is None:
+                statuses[token] = JobStatus("gone", job_id, "Slurm has no record of this job")
+            elif note.startswith("disabled"):
+                statuses[token] = JobStatus("gone", job_id, f"left the queue; {note}")
+            else:
+                statuses[token] = JobStatus("unknown", job_id, note)
+        return statuses
+
+    def _sacct(self, job_ids: Sequence[str]) -> tuple[dict[str, SlurmJob], str | None]:
+        """``(jobs, None)``, or ``({}, why)`` when accounting cannot answer."""
+        argv = ["sacct", "-n", "-P", "-X", f"--format={','.join(SACCT_FIELDS)}"]
+        try:
+            done = self._run_checked([*argv, f"--jobs={','.join(job_ids)}"], check=False)
+        except DriverError as exc:
+            return {}, str(exc)
+        if done.returncode != 0:
+            first = _first_line(done.stderr or done.stdout)
+            if "disabled" in first.lower():
+                return {}, "disabled: Slurm accounting is off, so its final state is unknown"
+            return {}, f"sacct failed: {first or f'exit {done.returncode}'}"
+        return parse_sacct(done.stdout), None
+
+    def _find_in_sacct(
+        self, refs: Sequence[JobRef], records: Mapping[str, dict[str, Any] | None]
+    ) -> dict[str, str]:
+        """Array ids by name from accounting, for arrays that already left the queue."""
+        names = sorted({str((records[ref.token] or {})["batch"]) for ref in refs})
+        since = min(float((records[ref.token] or {}).get("recorded_at") or 0) for ref in refs)
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(0.0, since - 3600)))
+        argv = ["sacct", "-n", "-P", "-X", f"--format={','.join(SACCT_FIELDS)}"]
+        argv += [f"--starttime={start}", f"--name={','.join(names)}"]
+        done = self._run_checked(argv, check=False)
+        if done.returncode != 0:
+            log.info("slurm: sacct cannot help find jobs: %s", _first_line(done.stderr))
+            return {}
+        return self._resolve(refs, parse_sacct(done.stdout))
+
+    def _resolve(
+        self, jobs: Sequence[JobRef], listed: Mapping[str, SlurmJob] | None
+    ) -> dict[str, str]:
+        """``{token: job id}`` from the ref, job.json, or array name + task in ``listed``."""
+        arrays: dict[str, str] = {}
+        if listed is not None:
+            arrays = {job.name: job.array_job_id for job in listed.values()}
+        ids = {}
+        for ref in jobs:
+            if ref.job_id:
+                ids[ref.token] = ref.job_id
+                continue
+            data = _read_job_file(ref.attempt_dir, ref.token) or {}
+            if data.get("job_id"):
+                ids[ref.token] = str(data["job_id"])
+            elif data.get("batch") in arrays and isinstance(data.get("task"), int):
+                ids[ref.token] = f"{arrays[data['batch']]}_{data['task']}"
+        return ids
+
+    def _squeue_all(self) -> dict[str, SlurmJob]:
+        return parse_squeue(self._call([*SQUEUE_ARGV, f"--format={SQUEUE_FORMAT}"]))
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _call(self, argv: Sequence[str]) -> str:
+        """Run a Slurm command; its stdout, or DriverError naming the command."""
+        return self._run_checked(argv, check=True).stdout
+
+    def _run_checked(self, argv: Sequence[str], *, check: bool) -> subprocess.CompletedProcess[str]:
+        command = argv[0]
+        try:
+            done = self._run(argv, self._timeout, None)
+        except FileNotFoundError:
+            raise DriverError(
+                f"{command} not found: run clusterd on a Slurm login node (or put the Slurm "
+                f"commands on PATH)"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise DriverError(
+                f"{command} did not answer within {self._timeout:g} s; slurmctld may be busy "
+                f"or down (clusterd retries later)"
+            ) from None
+        except OSError as exc:
+            raise DriverError(f"{command} could not run: {exc}") from None
+        if check and done.returncode != 0:
+            why = _first_line(done.stderr or done.stdout) or f"exit status {done.returncode}"
+            raise DriverError(f"{command} failed: {why}")
+        return done
+
+    # -- poll interval --------------------------------------------------------------------
+
+    def _note_poll_interval(self, options: Mapping[str, Any]) -> None:
+        if "poll_interval" in options and float(options["poll_interval"]) < self.poll_interval:
+            self._set_poll_interval(float(options["poll_interval"]))
+
+    def _set_poll_interval(self, seconds: float) -> None:
+        # ``poll_interval`` is a ClassVar in base.py: shadow it on this instance only
+        self.__dict__["poll_interval"] = seconds
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _state_dir(job: JobRequest) -> Path:
+    """``<output_dir>/.slurm``: the attempt dir is ``<output_dir>/<index>/attempt-<n>``."""
+    return Path(job.attempt_dir).parent.parent / STATE_DIR
+
+
+def _has_batch(ref: JobRef) -> bool:
+    """True if job.json says an sbatch was (about to be) run for this attempt."""
+    return bool((_read_job_file(ref.attempt_dir, ref.token) or {}).get("batch"))
+
+
+def _lookup(jobs: Mapping[str, SlurmJob], job_id: str) -> SlurmJob | None:
+    """The line of ``job_id``, or the ended line of its whole array.
+
+    An array whose tasks never split off is one record: squeue shows a cancelled
+    one as ``16`` (task "N/A"), and sacct listed a one-task array that hit
+    NODE_FAIL as ``51``. Its final state is then every unlisted task's.
+    """
+    job = jobs.get(job_id)
+    array_id, sep, _ = job_id.partition("_")
+    whole = jobs.get(array_id) if job is None and sep else None
+    if whole is not None and _ended(whole):
+        return replace(whole, job_id=job_id)
+    return job
+
+
+def _best_row(accounting: SlurmJob | None, queue: SlurmJob | None) -> SlurmJob | None:
+    """Accounting knows who cancelled and the exit code, but may lag behind slurmctld."""
+    if accounting is not None and (_ended(accounting) or queue is None or not _ended(queue)):
+        return accounting
+    return queue
+
+
+def _partitions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    parts: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        part = parts.setdefault(
+            row["partition"],
+            {
+                "name": row["partition"],
+                "default": row["default"],
+                "nodes": 0,
+                "nodes_idle": 0,
+                "nodes_alloc": 0,
+                "cpus": 0,
+                "cpus_idle": 0,
+                "gpus": 0,
+                "gpus_free": 0,
+            },
+        )
+        state = row["state"].rstrip("*~#!%$@^-")
+        part["nodes"] += 1
+        part["nodes_idle"] += state == "idle"
+        part["nodes_alloc"] += state in ("allocated", "mixed", "completing")
+        part["cpus"] += row["cpus"]
+        part["cpus_idle"] += row["cpus_idle"]
+        part["gpus"] += row["gpus"]
+        part["gpus_free"] += max(0, row["gpus"] - row["gpus_used"])
+    return list(parts.values())
+
+
+def _nodes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    nodes: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        node = nodes.setdefault(row["node"], {**row, "partitions": []})
+        node["partitions"].append(row["partition"])
+    for node in nodes.values():
+        del node["partition"], node["default"]
+    return list(nodes.values())
+
+
+def _queue_entry(line: str) -> dict[str, Any]:
+    job_id, state, reason, nodes, partition, used, limit, name = _split(line, 8, "squeue")
+    return {
+        "job_id": job_id,
+        "state": state,
+        "reason": _none(reason),
+        "nodes": _none(nodes),
+        "partition": partition,
+        "time": used,
+        "time_limit": limit,
+        "name": name,
+        "clusterd": name.startswith(NAME_PREFIX),
+    }
+
+
+@hookimpl
+def clusterd_register_drivers(registry: DriverRegistry) -> None:
+    """Register ``SlurmDriver`` (listed in pyproject's ``clusterd`` entry points)."""
+    registry.add(SlurmDriver)
