@@ -243,6 +243,9 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
             ["sweep", "driver", "state", "done", "live", "failed", "best"], rows, right=[3, 4, 5]
         )
     )
+    for s in sweeps:
+        for host, n in s.get("excluded_hosts", {}).items():
+            print(f"note: {s['name']} avoids host {host} ({n} failed attempts there)")
     return 0
 
 

@@ -111,6 +111,7 @@ class Scheduler:
         self._specs: dict[int, tuple[Any, SweepSpec]] = {}
         self._last_ingest = 0.0
         self._has_live = False
+        self._bad_hosts: dict[int, dict[str, int]] = {}
 
     # -- loop -----------------------------------------------------------------
 
@@ -337,8 +338,29 @@ class Scheduler:
                 spec = self._spec(sweep)
                 free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
                 trials = self.store.pending_trials(conn, sweep.id, free) if free > 0 else []
+                if trials:
+                    self._note_bad_hosts(
+                        sweep,
+                        self.store.failing_hosts(conn, sweep.id, spec.retry.exclude_host_after),
+                    )
             if trials:
                 await self._submit_trials(sweep, spec, driver, trials)
+
+    def _note_bad_hosts(self, sweep: Any, hosts: dict[str, int]) -> None:
+        """Remember (and report once) the hosts this sweep's new attempts must avoid."""
+        known = self._bad_hosts.setdefault(sweep.id, {})
+        for host, failures in hosts.items():
+            if host not in known:
+                log.warning(
+                    "sweep %s: excluding host %s after %d failed attempts there",
+                    sweep.name,
+                    host,
+                    failures,
+                )
+        known.update(hosts)
+
+    def bad_hosts(self, sweep_id: int) -> dict[str, int]:
+        return dict(self._bad_hosts.get(sweep_id, {}))
 
     async def _submit_trials(
         self, sweep: Any, spec: SweepSpec, driver: Driver, trials: Sequence[Any]
@@ -440,6 +462,7 @@ class Scheduler:
             argv=(*RUNNER_ARGV, os.path.join(adir, "launch.json")),
             resources=spec.resources,
             options=spec.driver_options.get(sweep.driver, {}),
+            exclude_hosts=tuple(sorted(self._bad_hosts.get(sweep.id, {}))),
         )
 
     def _write_launch(

@@ -471,3 +471,20 @@ class Store:
             if trials:
                 self.set_sweep_state(conn, sweep, "active")
         return len(trials)
+
+    def failing_hosts(self, conn: Connection, sweep_id: int, threshold: int) -> dict[str, int]:
+        """Hosts with at least ``threshold`` failed or lost attempts of this sweep."""
+        if threshold <= 0:
+            return {}
+        q = (
+            select(A.c.host, func.count())
+            .join(T, A.c.trial_id == T.c.id)
+            .where(
+                T.c.sweep_id == sweep_id,
+                A.c.outcome.in_(("failed", "lost", "timeout")),
+                A.c.host.is_not(None),
+            )
+            .group_by(A.c.host)
+            .having(func.count() >= threshold)
+        )
+        return {host: int(n) for host, n in conn.execute(q)}

@@ -52,6 +52,8 @@ class JobRequest:
     resources: Resources
     options: Mapping[str, Any] = field(default_factory=dict)  # [drivers.<name>] table
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the runner
+    #: hosts where this sweep's trials keep failing; schedulers with a host choice avoid them
+    exclude_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class ResumePolicy:
 @dataclass(frozen=True)
 class RetryPolicy:
     max_failures: int = 0
+    #: a host on which this many of the sweep's attempts failed gets no more of them (0: never)
+    exclude_host_after: int = 3
 
 
 @dataclass(frozen=True)

@@ -857,9 +857,12 @@ def _signal(src: str, value: Any) -> str:
 
 def _retry(src: str, value: Any) -> RetryPolicy:
     table = _table(src, "retry", value, "max_failures = 1")
-    _check_keys(src, "retry", table, ("max_failures",))
+    _check_keys(src, "retry", table, ("max_failures", "exclude_host_after"))
     return RetryPolicy(
-        max_failures=_int(src, "retry.max_failures", table.get("max_failures", 0), 0)
+        max_failures=_int(src, "retry.max_failures", table.get("max_failures", 0), 0),
+        exclude_host_after=_int(
+            src, "retry.exclude_host_after", table.get("exclude_host_after", 3), 0
+        ),
     )
 
 

@@ -298,3 +298,28 @@ def test_code_snapshot_runs_trials_from_a_clone(daemon: Daemon, tmp_path: Path) 
     assert show["code"]["git_dirty"] is True and len(show["code"]["git"]) == 40
     assert (repo / "runs" / "snap" / "code" / "train.py").exists()
     assert (repo / "runs" / "snap" / "repro" / "git.diff").read_text()
+
+
+def test_a_host_where_trials_keep_failing_is_excluded_and_reported(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    import socket
+
+    path = sweep_file(
+        tmp_path,
+        f"""
+        command = ["{PY}", "-c", "raise SystemExit(5)"]
+        max_concurrent = 1
+        [params]
+        x = [1, 2, 3]
+        [retry]
+        exclude_host_after = 2
+        """,
+    )
+    daemon.ctl("submit", str(path))
+    daemon.wait_sweep_done("s")
+    (sweep,) = daemon.ctl_json("sweeps")
+    host = socket.gethostname()
+    assert sweep["excluded_hosts"] == {host: 3}
+    assert f"note: s avoids host {host} (3 failed attempts there)" in daemon.ctl("sweeps").stdout
+    assert f"sweep s: excluding host {host} after 2 failed attempts there" in daemon.log()

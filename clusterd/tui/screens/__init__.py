@@ -1,0 +1,1 @@
+"""The TUI's screens: sweeps → trials → trial detail, plus help and dialogs."""

@@ -1,0 +1,423 @@
+"""One trial: overview (params, attempts, checkpoints, stop decision), plot, log, history.
+
+Tabs keep every pane usable at 80x24. Pushed events for this trial re-read
+``show`` (debounced) and, while the plot is visible, ``metrics`` (at most every
+few seconds). The log tail reads the file the ``logs`` op names, following it
+once a second while the attempt is live and the log tab is open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.timer import Timer
+from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
+
+from clusterd.errors import ClusterdError
+from clusterd.tui.messages import DetailLoaded, LogRead, PlotLoaded, RequestFailed
+from clusterd.tui.model import FINAL_STATES, fmt_duration, fmt_value
+from clusterd.tui.screens.actions import ActionsMixin
+from clusterd.tui.styles import state_styles
+from clusterd.tui.widgets.gpu_panel import GpuPanel
+from clusterd.tui.widgets.header import StatusHeader
+from clusterd.tui.widgets.metric_plot import MetricPlot
+
+__all__ = ["DetailScreen"]
+
+SHOW_DEBOUNCE = 0.5
+PLOT_MIN_INTERVAL = 3.0
+LOG_FOLLOW_INTERVAL = 1.0
+LOG_MAX_LINES = 5000
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _section(title: str, body: RenderableType) -> Group:
+    return Group(Text(title, style="bold underline"), body, Text(""))
+
+
+class DetailScreen(ActionsMixin):
+    """Everything about one trial."""
+
+    HELP_TITLE = "trial"
+    HELP = (
+        "One trial. Tabs: 1 overview, 2 plot (this trial vs the sweep's best trial and "
+        "median, plus GPU sparklines), 3 log (o switches stdout/stderr, [ and ] the "
+        "attempt), 4 history (every state transition)."
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('plot')", "Plot", show=False),
+        Binding("3", "tab('log')", "Log", show=False),
+        Binding("4", "tab('history')", "History", show=False),
+        Binding("o", "toggle_stream", "stdout/err"),
+        Binding("left_square_bracket", "attempt(-1)", "Prev attempt", show=False),
+        Binding("right_square_bracket", "attempt(1)", "Next attempt", show=False),
+        Binding("c", "cancel_trial", "Cancel"),
+        Binding("y", "copy_path", "Copy dir"),
+    ]
+    DEFAULT_CSS = """
+    DetailScreen #summary {
+        height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis;
+    }
+    DetailScreen TabbedContent { height: 1fr; }
+    DetailScreen ContentSwitcher { height: 1fr; }
+    DetailScreen TabPane { height: 1fr; }
+    DetailScreen TabPane { padding: 0 1; }
+    DetailScreen #log-title { height: 1; color: $text-muted; }
+    DetailScreen Log { height: 1fr; }
+    DetailScreen #plot-note { height: 1; color: $text-muted; }
+    """
+
+    def __init__(self, sweep: str, index: int) -> None:
+        super().__init__()
+        self.sweep = sweep
+        self.index = index
+        self.name_ = f"{sweep}/{index}"
+        self.topic = sweep
+        self.show: dict[str, Any] = {}
+        self.log_stream = "stdout"
+        self.log_attempt: int | None = None  # None: the latest
+        self.shown_attempt: int | None = None
+        self.log_path: str | None = None
+        self.log_offset: int | None = None
+        self.log_live = False
+        self._show_timer: Timer | None = None
+        self._plot_at = 0.0
+        self._plot_stale = True
+        self._follow: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.sweep, str(self.index))
+        yield Static(id="summary")
+        with TabbedContent(initial="overview"):
+            with TabPane("Overview", id="overview"), VerticalScroll():
+                yield Static(id="overview-body")
+            with TabPane("Plot", id="plot"):
+                yield MetricPlot(id="metric-plot")
+                yield Static(id="plot-note")
+                yield GpuPanel()
+            with TabPane("Log", id="log"):
+                yield Static(id="log-title")
+                yield Log(max_lines=LOG_MAX_LINES, auto_scroll=True)
+            with TabPane("History", id="history"), VerticalScroll():
+                yield Static(id="history-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._render_summary()
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active
+
+    # -- loading ---------------------------------------------------------------
+
+    def load(self) -> None:
+        self._show_timer = None
+        self._fetch_show()
+        if self.active_tab == "plot" or self._plot_stale:
+            self._fetch_plot()
+        if self.active_tab == "log":
+            self._open_log()
+
+    @work(thread=True, exclusive=True, group="show")
+    def _fetch_show(self) -> None:
+        try:
+            self.post_message(
+                DetailLoaded(self.name_, self.capp.backend.call("show", trial=self.name_))
+            )
+        except ClusterdError as exc:
+            self.post_message(RequestFailed("show", str(exc)))
+
+    @work(thread=True, exclusive=True, group="plot")
+    def _fetch_plot(self) -> None:
+        backend = self.capp.backend
+        try:
+            metrics = backend.call("metrics", trial=self.name_, points=400)
+            gpus = backend.call("gpu_samples", trial=self.name_, limit=120)
+        except ClusterdError as exc:
+            self.post_message(RequestFailed("metrics", str(exc)))
+            return
+        self.post_message(PlotLoaded(self.name_, metrics, gpus))
+
+    def on_detail_loaded(self, message: DetailLoaded) -> None:
+        was_live = self.show.get("state") not in FINAL_STATES
+        self.show = message.show
+        self.loaded = True
+        self._render_summary()
+        self._render_overview()
+        self._render_history()
+        if self.active_tab == "log" and was_live and self.show.get("state") in FINAL_STATES:
+            self._open_log(keep_offset=True)  # read the last lines the attempt wrote
+
+    async def on_plot_loaded(self, message: PlotLoaded) -> None:
+        self._plot_at = time.monotonic()
+        self._plot_stale = False
+        self.query_one(MetricPlot).show(message.metrics)
+        m = message.metrics
+        best = (m.get("best") or {}).get("trial")
+        note = f"median over {m.get('median_over', 0)} trial(s)"
+        if best:
+            note += f" · best trial {best}"
+        if m.get("names") and len(m["names"]) > 1:
+            note += f" · other metrics: {', '.join(n for n in m['names'] if n != m.get('name'))}"
+        self.query_one("#plot-note", Static).update(note)
+        await self.query_one(GpuPanel).show(message.gpus)
+
+    def apply_events(self, events: list[dict[str, Any]]) -> None:
+        mine = [e for e in events if e.get("index") == self.index and "sweep_id" in e]
+        if not mine or not self.loaded:
+            return
+        for event in mine:
+            if event.get("type") == "progress":
+                for key in ("last_step", "last_value", "best_value", "best_step"):
+                    if key in event:
+                        self.show[key] = event[key]
+            elif self._show_timer is None:
+                self._show_timer = self.set_timer(SHOW_DEBOUNCE, self._reload_show)
+        self._render_summary()
+        self._plot_stale = True
+        if self.active_tab == "plot" and time.monotonic() - self._plot_at > PLOT_MIN_INTERVAL:
+            self._fetch_plot()
+
+    def _reload_show(self) -> None:
+        self._show_timer = None
+        self._fetch_show()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id
+        if tab == "plot" and self._plot_stale and self.loaded:
+            self._fetch_plot()
+        if tab == "log":
+            self._open_log()
+        elif self._follow is not None:
+            self._follow.stop()
+            self._follow = None
+
+    # -- rendering -------------------------------------------------------------
+
+    def _render_summary(self) -> None:
+        s = self.show
+        state = s.get("state", "…")
+        style = state_styles(self.app).get(state, "")
+        metric = s.get("metric") or "metric"
+        attempts = s.get("attempt_list") or []
+        runtime = sum((a.get("runtime") or 0.0) for a in attempts) if attempts else None
+        step = s.get("last_step")
+        first = Text.assemble(
+            (self.name_, "bold"),
+            "  ",
+            (state, style),
+            f" · attempt {s.get('attempts', 0)}",
+            f" · step {'-' if step is None else step}",
+            f" · {metric} {fmt_value(s.get('last_value'))}",
+            f" (best {fmt_value(s.get('best_value'))}",
+        )
+        if s.get("best_step") is not None:
+            first.append(f" @{s['best_step']}")
+        first.append(f") · ran {fmt_duration(runtime)}")
+        reason = s.get("reason") or ""
+        if s.get("waiting_for"):
+            reason = f"waiting for: {s['waiting_for']}"
+        second = Text(reason, style="dim")
+        self.query_one("#summary", Static).update(Text("\n").join([first, second]))
+
+    def _render_overview(self) -> None:
+        s = self.show
+        parts: list[RenderableType] = [
+            _section("Parameters", _params_table(s.get("params") or {})),
+            _section("Attempts", _attempts_table(s.get("attempt_list") or [])),
+            _section("Checkpoints", _checkpoints_table(s.get("checkpoints") or [])),
+            _section("Early stopping", _stop_text(s.get("stop_decision"))),
+        ]
+        if s.get("errors"):
+            errors = Text("\n".join(f"attempt {e['attempt']}: {e['message']}" for e in s["errors"]))
+            parts.append(_section("Errors", errors))
+        parts.append(_section("Directory", Text(s.get("trial_dir", "-"))))
+        code = s.get("code") or {}
+        if code:
+            parts.append(_section("Code", Text(" ".join(f"{k}={v}" for k, v in code.items()))))
+        self.query_one("#overview-body", Static).update(Group(*parts))
+
+    def _render_history(self) -> None:
+        table = Table(box=None, padding=(0, 1), show_edge=False, expand=False)
+        for col in ("time", "from", "", "to", "att", "reason"):
+            table.add_column(col, no_wrap=col != "reason", style="dim" if col == "" else None)
+        styles = state_styles(self.app)
+        for x in self.show.get("transitions") or []:
+            table.add_row(
+                _when(x.get("t")),
+                Text(x.get("from") or "-", style=styles.get(x.get("from") or "", "")),
+                "→",
+                Text(x.get("to") or "-", style=styles.get(x.get("to") or "", "")),
+                str(x.get("attempt") or "-"),
+                x.get("reason") or "",
+            )
+        self.query_one("#history-body", Static).update(table)
+
+    # -- log tail --------------------------------------------------------------
+
+    def _open_log(self, keep_offset: bool = False) -> None:
+        if not keep_offset:
+            self.log_offset = None
+        self._fetch_log(self.log_stream, self.log_attempt, self.log_offset)
+
+    @work(thread=True, exclusive=True, group="log")
+    def _fetch_log(self, stream: str, attempt: int | None, offset: int | None) -> None:
+        backend = self.capp.backend
+        args: dict[str, Any] = {"trial": self.name_, "stderr": stream == "stderr"}
+        if attempt is not None:
+            args["attempt"] = attempt
+        try:
+            info = backend.call("logs", **args)
+        except ClusterdError as exc:
+            self.post_message(LogRead(self.name_, 0, stream, "", str(exc), 0, True, False, True))
+            return
+        chunk = backend.read_log(info["path"], offset)
+        self.post_message(
+            LogRead(
+                self.name_,
+                info["attempt"],
+                stream,
+                info["path"],
+                chunk.text,
+                chunk.offset,
+                chunk.reset,
+                bool(info.get("live")),
+                chunk.missing,
+            )
+        )
+
+    def on_log_read(self, message: LogRead) -> None:
+        if message.stream != self.log_stream:
+            return
+        log = self.query_one(Log)
+        if message.reset:
+            log.clear()
+        if message.text:
+            log.write(message.text)
+        self.log_path = message.path or None
+        self.log_offset = message.offset
+        self.log_live = message.live
+        total = len(self.show.get("attempt_list") or []) or message.attempt
+        title = Text.assemble(
+            (message.stream, "bold"),
+            f" · attempt {message.attempt} of {total}" if message.attempt else "",
+            " · " + ("live" if message.live else "ended"),
+            " · o: stdout/stderr · [ ]: attempt",
+        )
+        if message.missing:
+            detail = message.text if not message.path else f"no file yet: {message.path}"
+            title.append(f"\n{detail}", style="dim")
+            log.clear()
+        self.query_one("#log-title", Static).update(title)
+        if message.attempt:
+            self.shown_attempt = message.attempt
+        self._follow_log(message.live and self.active_tab == "log")
+
+    def _follow_log(self, on: bool) -> None:
+        if on and self._follow is None:
+            self._follow = self.set_interval(LOG_FOLLOW_INTERVAL, self._poll_log)
+        elif not on and self._follow is not None:
+            self._follow.stop()
+            self._follow = None
+
+    def _poll_log(self) -> None:
+        self._fetch_log(self.log_stream, self.log_attempt, self.log_offset)
+
+    def action_toggle_stream(self) -> None:
+        self.log_stream = "stderr" if self.log_stream == "stdout" else "stdout"
+        self.action_tab("log")
+        self._open_log()
+
+    def action_attempt(self, delta: int) -> None:
+        total = len(self.show.get("attempt_list") or [])
+        if total == 0:
+            return
+        current = self.log_attempt or self.shown_attempt or total
+        self.log_attempt = max(1, min(total, current + delta))
+        self.action_tab("log")
+        self._open_log()
+
+    # -- actions ---------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_cancel_trial(self) -> None:
+        self.ask_cancel_trial(self.name_, self.show.get("state", "unknown"))
+
+    def action_copy_path(self) -> None:
+        self.copy_trial_dir(self.name_)
+
+
+def _params_table(params: dict[str, Any]) -> RenderableType:
+    if not params:
+        return Text("none", style="dim")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in params.items():
+        table.add_row(key, str(value))
+    return table
+
+
+def _attempts_table(attempts: list[dict[str, Any]]) -> RenderableType:
+    if not attempts:
+        return Text("not submitted yet", style="dim")
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    for col in ("#", "outcome", "exit", "host", "job", "started", "runtime", "reason"):
+        table.add_column(
+            col, no_wrap=col != "reason", justify="right" if col in "#exit" else "left"
+        )
+    for a in attempts:
+        exit_text = "-" if a.get("exit_code") is None else str(a["exit_code"])
+        if a.get("signal"):
+            exit_text += f" ({a['signal']})"
+        table.add_row(
+            str(a.get("number")),
+            a.get("outcome") or a.get("state") or "-",
+            exit_text,
+            a.get("host") or "-",
+            a.get("job_id") or "-",
+            _when(a.get("started_at")),
+            fmt_duration(a.get("runtime")),
+            a.get("reason") or "",
+        )
+    return table
+
+
+def _checkpoints_table(checkpoints: list[dict[str, Any]]) -> RenderableType:
+    if not checkpoints:
+        return Text("none", style="dim")
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    for col in ("att", "step", "path"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for c in checkpoints[-5:]:
+        table.add_row(str(c.get("attempt")), str(c.get("step")), c.get("path") or "")
+    if len(checkpoints) > 5:
+        return Group(Text(f"last 5 of {len(checkpoints)}", style="dim"), table)
+    return table
+
+
+def _stop_text(decision: dict[str, Any] | None) -> RenderableType:
+    if not decision:
+        return Text(
+            "no stop decision (the trial runs to its end unless a rule stops it)", style="dim"
+        )
+    return Text(" ".join(f"{k}={v}" for k, v in decision.items()))

@@ -1,0 +1,1 @@
+"""Widgets of the TUI: the connection header, the virtual trials table, plots, log tail."""

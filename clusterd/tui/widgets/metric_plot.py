@@ -1,0 +1,64 @@
+"""The metric-vs-step plot of a trial, against the sweep's best trial and its median.
+
+Drawn with textual-plotext; series colours come from the theme (like the state
+colours) so the three lines stay distinct on light and dark backgrounds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.color import Color
+from textual_plotext import PlotextPlot
+
+__all__ = ["MetricPlot"]
+
+
+def _rgb(app: Any, var: str) -> tuple[int, int, int]:
+    variables = app.get_css_variables()
+    background = Color.parse(variables.get("background", "#000000"))
+    color = background + Color.parse(variables.get(var, variables["foreground"]))
+    return color.rgb
+
+
+class MetricPlot(PlotextPlot):
+    """Shows the last ``metrics`` reply; ``show`` redraws it."""
+
+    DEFAULT_CSS = """
+    MetricPlot { height: 1fr; min-height: 8; }
+    """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._reply: dict[str, Any] = {}
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda _: self.show(self._reply))
+
+    def show(self, reply: dict[str, Any]) -> None:
+        """Plot a ``metrics`` reply: this trial, the best trial, the median of the sweep."""
+        self._reply = reply
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        name = reply.get("name")
+        points = reply.get("points") or []
+        if not name or not points:
+            plt.title("no metrics reported yet" if not name else f"{name}: no values yet")
+            self.refresh()
+            return
+        median = reply.get("median") or []
+        best = reply.get("best") or {}
+        if len(median) > 1:
+            xs, ys = zip(*median, strict=True)
+            plt.plot(xs, ys, label="median", marker="braille", color=_rgb(self.app, "text-warning"))
+        if best.get("points") and best.get("trial") != reply.get("trial"):
+            xs, ys = zip(*best["points"], strict=True)
+            label = f"best ({best['trial'].rpartition('/')[2]})"
+            plt.plot(xs, ys, label=label, marker="braille", color=_rgb(self.app, "text-success"))
+        xs, ys = zip(*points, strict=True)
+        plt.plot(xs, ys, label="this trial", marker="braille", color=_rgb(self.app, "text-primary"))
+        mode = reply.get("mode")
+        plt.title(f"{name} ({mode})" if mode else name)
+        plt.xlabel("step")
+        self.refresh()
