@@ -122,7 +122,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "unknown-key-no-suggestion",
         HEAD + "[retry]\nzzz = 1\n",
-        "sweep.toml: retry.zzz: unknown key, expected one of: max_failures",
+        "sweep.toml: retry.zzz: unknown key, expected one of: max_failures, exclude_host_after",
     ),
     (
         "metric-not-a-table",
