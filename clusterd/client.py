@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusterd import paths
 from clusterd.errors import DaemonUnreachable, InvalidRequest, error_from_wire
-from clusterd.protocol import MAX_LINE, encode
+from clusterd.protocol import encode
 
 if TYPE_CHECKING:
     import pandas
@@ -73,7 +73,7 @@ class Client:
             self._sock = None
 
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline(MAX_LINE + 1)
+        line = self._file.readline()  # replies are not capped: an export can be large
         if not line:
             raise DaemonUnreachable("the daemon closed the connection")
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from clusterd.errors import SpecError
 
-__all__ = ["collect", "snapshot_code"]
+__all__ = ["collect", "freeze", "snapshot_code"]
 
 TIMEOUT = 30
 
@@ -32,14 +32,21 @@ def _git(workdir: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def collect(workdir: str, output_dir: str, python: str | None) -> dict[str, Any]:
-    """Record git state and the Python environment; diff and freeze go to files."""
+    """Record git state (the diff goes to a file); fast enough to run inside submit."""
     info: dict[str, Any] = {"workdir": workdir, "python": python}
     repro_dir = Path(output_dir) / "repro"
     repro_dir.mkdir(parents=True, exist_ok=True)
     info.update(_git_state(workdir, repro_dir))
-    if python and os.path.exists(python):
-        info["pip_freeze"] = _pip_freeze(python, repro_dir)
     return info
+
+
+def freeze(python: str | None, output_dir: str) -> dict[str, Any]:
+    """``pip freeze`` of the submitting Python into repro/ (~0.5 s: run after replying)."""
+    if not python or not os.path.exists(python):
+        return {}
+    repro_dir = Path(output_dir) / "repro"
+    repro_dir.mkdir(parents=True, exist_ok=True)
+    return {"pip_freeze": _pip_freeze(python, repro_dir)}
 
 
 def _git_state(workdir: str, repro_dir: Path) -> dict[str, Any]:

@@ -42,6 +42,8 @@ __all__ = ["DriverSet", "Scheduler"]
 log = logging.getLogger("clusterd.scheduler")
 R = TypeVar("R")
 
+#: the longest gap between reads of the events files while trials report nothing
+MAX_INGEST_INTERVAL = 2.0
 #: the runner's grace between SIGTERM and SIGKILL
 KILL_GRACE = 10
 #: how drivers start the runner: isolated (-I) and without site-packages (-S), since it
@@ -96,10 +98,13 @@ class Stats:
 class Scheduler:
     """Owns the pass loop; handlers call ``wake`` after changing state."""
 
-    def __init__(self, store: Store, drivers: DriverSet, ingest_interval: float = 1.0) -> None:
+    def __init__(self, store: Store, drivers: DriverSet, ingest_interval: float = 0.25) -> None:
+        """``ingest_interval`` is the shortest gap between reads of the events files; while
+        nothing new arrives it doubles up to ``MAX_INGEST_INTERVAL`` (fewer stats on NFS)."""
         self.store = store
         self.drivers = drivers
         self.ingest_interval = ingest_interval
+        self._ingest_delay = ingest_interval
         self.health: dict[str, DriverHealth] = {}
         self.stats = Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,7 +148,7 @@ class Scheduler:
     def _idle_timeout(self) -> float:
         if not self._has_live:
             return 30.0
-        intervals = [self.ingest_interval]
+        intervals = [self._ingest_delay]
         for name in self.health:
             try:
                 intervals.append(self.drivers.get(name).poll_interval)
@@ -282,18 +287,19 @@ class Scheduler:
 
     def _ingest_live(self, sweeps: dict[int, Any]) -> None:
         now = time.time()
-        if now - self._last_ingest < self.ingest_interval and not self._poll_now:
+        if now - self._last_ingest < self._ingest_delay:
             return
         self._last_ingest = now
         with self.store.read() as conn:
             live = [a for a in self.store.live_attempts(conn) if a.state in ("queued", "running")]
         if not live:
             return
+        lines = 0
         with self.store.tx() as conn:
             for attempt in live:
                 cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
                 result = ingest_attempt(self.store, conn, cursor)
-                self.stats.lines += result.lines
+                lines += result.lines
                 if result.progress:
                     self.store.publish(
                         {
@@ -303,6 +309,9 @@ class Scheduler:
                             **result.progress,
                         }
                     )
+        self.stats.lines += lines
+        quiet = min(self._ingest_delay * 2, MAX_INGEST_INTERVAL)
+        self._ingest_delay = self.ingest_interval if lines else quiet
 
     def _cursor(self, attempt: Any, sweep: Any) -> AttemptCursor:
         cursor = self._cursors.get(attempt.id)
@@ -532,7 +541,7 @@ class Scheduler:
     def _finish_sweeps(self) -> None:
         with self.store.read() as conn:
             active = self.store.active_sweeps(conn)
-            done = [s for s in active if self.store.unfinished_count(conn, s.id) == 0]
+            done = [s for s in active if not self.store.has_unfinished(conn, s.id)]
         if done:
             with self.store.tx() as conn:
                 for sweep in done:

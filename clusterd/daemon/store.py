@@ -338,10 +338,45 @@ class Store:
         return [(s, v) for s, v in conn.execute(q.order_by(M.c.id))]
 
     def set_trials_state(
-        self, conn: Connection, trials: Sequence[Any], state: str, reason: str, **fields: Any
+        self, conn: Connection, trials: Sequence[Any], state: str, reason: str
     ) -> None:
-        for trial in trials:
-            self.transition(conn, trial, state, reason, **fields)
+        """Move many trials at once: one UPDATE and one INSERT, whatever their number."""
+        if not trials:
+            return
+        now = time.time()
+        ids = [t.id for t in trials]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            conn.execute(
+                update(T).where(T.c.id.in_(part)).values(state=state, reason=reason, updated_at=now)
+            )
+        conn.execute(
+            insert(X),
+            [
+                {
+                    "sweep_id": t.sweep_id,
+                    "trial_id": t.id,
+                    "attempt": None,
+                    "from_state": t.state,
+                    "to_state": state,
+                    "reason": reason,
+                    "t": now,
+                }
+                for t in trials
+            ],
+        )
+        self._changes.extend(
+            {
+                "type": "trial",
+                "sweep_id": t.sweep_id,
+                "index": t.index,
+                "from": t.state,
+                "state": state,
+                "reason": reason,
+                "t": now,
+            }
+            for t in trials
+        )
 
     # -- scheduling -----------------------------------------------------------
 
@@ -365,13 +400,14 @@ class Store:
         )
         return list(conn.execute(q))
 
-    def unfinished_count(self, conn: Connection, sweep_id: int) -> int:
+    def has_unfinished(self, conn: Connection, sweep_id: int) -> bool:
+        """Whether any trial can still run (an indexed probe, not a count: every pass asks)."""
         q = (
-            select(func.count())
-            .select_from(T)
-            .where(T.c.sweep_id == sweep_id, T.c.state.not_in(FINAL_STATES))
+            select(T.c.id)
+            .where(T.c.sweep_id == sweep_id, T.c.state.in_(("pending", "queued", "running")))
+            .limit(1)
         )
-        return int(conn.execute(q).scalar_one())
+        return conn.execute(q).first() is not None
 
     def live_attempts(self, conn: Connection, sweep_id: int | None = None) -> list[Any]:
         """Attempts not yet ended, joined with their trial's index/sweep/state."""
@@ -488,3 +524,11 @@ class Store:
             .having(func.count() >= threshold)
         )
         return {host: int(n) for host, n in conn.execute(q)}
+
+    def update_repro(self, name: str, extra: dict[str, Any]) -> None:
+        """Merge late reproducibility facts (pip freeze) into a sweep, if it still exists."""
+        with self.tx() as conn:
+            sweep = self.sweep_by_name(conn, name)
+            if sweep is not None:
+                merged = {**(sweep.repro or {}), **extra}
+                conn.execute(update(S).where(S.c.id == sweep.id).values(repro=merged))

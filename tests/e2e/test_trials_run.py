@@ -298,6 +298,12 @@ def test_code_snapshot_runs_trials_from_a_clone(daemon: Daemon, tmp_path: Path) 
     assert show["code"]["git_dirty"] is True and len(show["code"]["git"]) == 40
     assert (repo / "runs" / "snap" / "code" / "train.py").exists()
     assert (repo / "runs" / "snap" / "repro" / "git.diff").read_text()
+    freeze = wait_for(
+        lambda: daemon.ctl_json("show", "snap/0")["code"].get("pip_freeze"),
+        60,
+        "pip freeze to be recorded",
+    )
+    assert "clusterd" in Path(freeze).read_text()
 
 
 def test_a_host_where_trials_keep_failing_is_excluded_and_reported(

@@ -67,9 +67,11 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     if arg_bool(args, "extend"):
         added, existing = ctx.store.extend_sweep(spec.name, spec.to_dict(), keyed)
     else:
-        info = await _reproducibility(spec, path, arg_opt_str(args, "python"))
+        python = arg_opt_str(args, "python")
+        info = await _reproducibility(spec, path, python)
         ctx.store.create_sweep(spec.to_dict(), keyed, info)
         added, existing = len(keyed), 0
+        _background(ctx, _record_freeze(ctx, spec.name, python, spec.output_dir))
     ctx.scheduler.wake()
     return {
         "name": spec.name,
@@ -88,6 +90,20 @@ async def _reproducibility(spec: SweepSpec, path: str, python: str | None) -> di
             repro.snapshot_code, workdir, spec.output_dir, spec.source
         )
     return info
+
+
+async def _record_freeze(ctx: Context, name: str, python: str | None, output_dir: str) -> None:
+    extra = await asyncio.to_thread(repro.freeze, python, output_dir)
+    if extra:
+        ctx.store.update_repro(name, extra)
+
+
+def _background(ctx: Context, coro: Any) -> None:
+    """Run after the reply; keep a reference so the task is not garbage-collected."""
+    tasks: set[asyncio.Task[Any]] = ctx.extra.setdefault("tasks", set())
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def _read_text(path: str, display: str) -> str:

@@ -80,7 +80,9 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             for x in ctx.store.transitions(conn, trial.id)
         ]
         view["code"] = {
-            k: v for k, v in (sweep.repro or {}).items() if k in ("git", "git_dirty", "python")
+            k: v
+            for k, v in (sweep.repro or {}).items()
+            if k in ("git", "git_dirty", "git_diff", "python", "pip_freeze")
         }
     return view
 
