@@ -195,11 +195,15 @@ def test_foreign_uid_is_refused(daemon: Daemon) -> None:
             s.sendall(b'{"id": 1, "op": "sweeps"}\n')
             data = s.makefile("rb").readline()
             os.write(writer, data)
+        except BaseException as exc:  # shown by the parent's assertion
+            os.write(writer, repr(exc).encode())
         finally:
             os._exit(0)
     os.close(writer)
     os.waitpid(pid, 0)
-    reply = json.loads(os.read(reader, 65536))
+    raw_reply = os.read(reader, 65536)
+    assert raw_reply.startswith(b"{"), raw_reply
+    reply = json.loads(raw_reply)
     assert reply["ok"] is False
     assert reply["error"]["code"] == "forbidden"
 
