@@ -17,6 +17,9 @@
 #   start takes ~10 s instead of ~6 s (the start alone: ~2 s). The driver works without
 #   it too: `squeue --states=all` shows final states for MinJobAge (300 s) after a job
 #   ends, which a daemon polling every 30 s sees.
+# * AccountingStorageEnforce=associations,limits,qos, as on production clusters: a user
+#   needs an association to submit (root has one; so does $SUDO_USER, added here), and
+#   MaxSubmitJobs/QOS limits are real (the driver's limit tests set some, then remove them).
 # * No systemd, no cgroups: proctrack/linuxproc + task/none; the daemons run as root
 #   (SlurmUser=root, SlurmdUser=root), so test jobs run as root.
 # * batch_sched_delay=0 and sched_interval=1 cut submit-to-start latency to ~1 s;
@@ -91,7 +94,8 @@ cpus=$(nproc)
 mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 if [ "$ACCOUNTING" = 1 ]; then
     storage="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost"
+AccountingStorageHost=localhost
+AccountingStorageEnforce=associations,limits,qos"
 else
     storage="AccountingStorageType=accounting_storage/none"
 fi
@@ -225,6 +229,13 @@ EOF
     if [ -z "$(sacctmgr -n -P list cluster format=cluster where cluster=clusterd)" ]; then
         sacctmgr -i add cluster clusterd >/dev/null || die "sacctmgr could not add the cluster"
     fi
+    # limits are enforced, so whoever submits needs an association (root gets one above)
+    for user in ${SUDO_USER:-}; do
+        if [ "$user" != root ] && [ -z "$(sacctmgr -n -P show user "$user" format=user)" ]; then
+            sacctmgr -i add user "$user" account=root >/dev/null \
+                || die "sacctmgr could not add user $user"
+        fi
+    done
 fi
 
 # --------------------------------------------------------------------------- slurm

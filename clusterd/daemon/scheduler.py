@@ -258,7 +258,7 @@ class Scheduler:
             reason=verdict.reason,
             exit_code=(result or {}).get("exit_code"),
             signal=(result or {}).get("signal"),
-            host=(result or {}).get("host") or attempt.host,
+            host=attempt.host or (result or {}).get("host"),  # the scheduler's node name
             started_at=attempt.started_at or (result or {}).get("started_at"),
             ended_at=(result or {}).get("ended_at") or time.time(),
         )

@@ -11,12 +11,28 @@ Slurm is the distributed engine; this driver only talks to it, politely:
   ``exec``s the runner, so ``--signal=B:<sig>@<lead>`` reaches the runner itself.
 * **poll**: one ``squeue --me --states=all`` for every job (it still lists jobs
   that ended less than ``MinJobAge`` ago, with their final state), then one
-  ``sacct`` for the jobs that ended or left the queue, for the final state as
-  accounting spells it ("CANCELLED by 1000") -- or none at all when nothing ended.
+  ``sacct`` for the jobs that left the queue or were cancelled (accounting alone
+  says who: "CANCELLED by 1000") -- or none at all, the usual case.
 * **find**: before ``sbatch`` runs, ``<attempt_dir>/job.json`` records the array's
   job name (``cd.<sweep>.<8 hex>``, unique per ``sbatch``) and the task index;
   after it, the job id. A daemon that crashed in between finds the job again by
   name in ``squeue`` or ``sacct``; a job id in job.json needs no query at all.
+* **limits**: where slurmctld enforces them (``AccountingStorageEnforce`` has
+  ``limits``), the association's ``MaxSubmitJobs`` and the QOS's
+  ``MaxSubmitJobsPerUser`` (``sacctmgr``, cached ``LIMITS_TTL`` s) cap how many
+  jobs -- array tasks count one each, as Slurm counts them -- the user may have
+  queued; ``submit`` sends what fits and leaves the rest out of its answer, which
+  the daemon offers again later. A rejected ``sbatch`` would fail the whole array.
+* **pack**: ``resources.pack = N`` puts N attempts in one array task: the batch
+  shell starts N runners in the background (each in its attempt dir, with its
+  share of ``CUDA_VISIBLE_DEVICES``), forwards signals to them and waits for all.
+  Such an attempt's job id is ``<task id>/<slot>`` (``57_0/1``). Cancelling some
+  slots of a running job writes ``CANCEL`` in their attempt dirs, which the batch
+  shell turns into a SIGTERM for that runner only (``scancel`` has no way to reach
+  one process of a job); the job is ``scancel``led once no slot is left to run.
+* **bad hosts**: ``JobRequest.exclude_hosts`` (nodes where the sweep's trials keep
+  failing) joins ``[drivers.slurm] exclude`` in ``--exclude``, mapped to Slurm node
+  names first (an unknown name would make ``sbatch`` refuse the whole array).
 
 Parsing is pure (``parse_*`` functions, fed recorded output in the tests); every
 command runs through one ``CommandRunner`` with a timeout, and any failure is a
@@ -30,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import shlex
@@ -43,35 +60,47 @@ from typing import TYPE_CHECKING, Any
 
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
 from clusterd.drivers.hookspecs import hookimpl
-from clusterd.errors import DriverError, SpecError, UnsupportedResource
+from clusterd.errors import DriverError, SpecError
 from clusterd.spec.model import Resources, SweepSpec
 
 if TYPE_CHECKING:
     from clusterd.drivers.registry import DriverRegistry
 
 __all__ = [
+    "ASSOC_FIELDS",
     "DRIVER_OPTIONS",
+    "QOS_FIELDS",
     "SACCT_FIELDS",
     "SQUEUE_FORMAT",
     "SWEEP_OPTIONS",
+    "USAGE_FORMAT",
     "ArraySettings",
+    "Association",
     "CommandRunner",
+    "QosLimit",
     "SlurmDriver",
     "SlurmJob",
+    "SubmitBudget",
+    "SubmitLimits",
     "build_sbatch_argv",
     "clusterd_register_drivers",
     "expand_job_ids",
     "format_slurm_time",
     "job_status",
     "parse_gres_gpus",
+    "parse_node_names",
     "parse_sacct",
+    "parse_sacctmgr_assoc",
+    "parse_sacctmgr_qos",
     "parse_sbatch_parsable",
     "parse_scontrol_config",
     "parse_sinfo",
     "parse_squeue",
+    "parse_usage",
     "read_resume",
     "render_batch_script",
     "run_command",
+    "split_slot",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,6 +126,31 @@ SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "NodeList", "JobName")
 #: ``clusterctl cluster``: one line per (node, partition); ``sinfo -O`` takes a suffix
 SINFO_FIELDS = ("NodeList", "Partition", "StateLong", "CPUsState", "Memory", "Gres", "GresUsed")
 QUEUE_FORMAT = "%i|%T|%r|%N|%P|%M|%l|%j"
+#: ``sacctmgr show user withassoc``: the default account and every association's limits
+ASSOC_FIELDS = (
+    "User",
+    "DefaultAccount",
+    "Cluster",
+    "Account",
+    "Partition",
+    "MaxSubmit",
+    "MaxJobs",
+    "QOS",
+    "DefaultQOS",
+)
+QOS_FIELDS = ("Name", "MaxSubmitPU", "MaxJobsPU")
+#: ``squeue`` of the user's live jobs, counted against the limits before a submission
+USAGE_FORMAT = "%i|%T|%a|%q|%P"
+#: ``sinfo -N``: node name and host name, to turn a host name into a node name
+NODES_FORMAT = "%N|%n"
+#: seconds the limits and the node names are cached: admins change them rarely, and
+#: ``sacctmgr`` asks slurmdbd, which a busy site would rather not hear from every poll
+LIMITS_TTL = 300.0
+CANCEL_FILE = "CANCEL"  # in an attempt dir: the packed batch shell SIGTERMs its runner
+SLOT_STARTED_FILE = "slurm_job_id"  # written by the batch script as an attempt starts
+STATUS_FILE = "status.json"
+PACK_CHECK_SECONDS = 2  # how often a packed batch shell looks for CANCEL files
+PACK_SEP = "/"  # job id of a packed attempt: "<array>_<task>/<slot>"
 
 QUEUED_STATES = frozenset(
     {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
@@ -344,6 +398,223 @@ def parse_sinfo(text: str) -> list[dict[str, Any]]:
     return rows
 
 
+def parse_node_names(text: str) -> dict[str, str]:
+    """``sinfo -h -N -o NODES_FORMAT`` as ``{name: node name}`` for every spelling of a node.
+
+    A host name reaches the driver as the runner saw it (``os.uname()``: maybe
+    ``node7.cluster.example``) while ``--exclude`` wants the Slurm node name (``node7``,
+    or something else entirely when ``NodeHostname`` differs).
+    """
+    names: dict[str, str] = {}
+    for line in _lines(text):
+        node, host = (field.strip() for field in _split(line, 2, "sinfo"))
+        for spelling in (host, host.split(".", 1)[0], node):
+            if spelling and spelling not in ("(null)", "N/A"):
+                names.setdefault(spelling, node)
+    return names
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Association:
+    """One of the user's associations (cluster, account[, partition]) and its job limits."""
+
+    account: str
+    partition: str | None = None
+    max_submit: int | None = None  # MaxSubmitJobs: queued + running; more are refused
+    max_jobs: int | None = None  # MaxJobs: running; more wait with AssocMaxJobsLimit
+    qos: tuple[str, ...] = ()
+    default_qos: str | None = None
+
+
+@dataclass(frozen=True)
+class QosLimit:
+    """A QOS's per-user job limits."""
+
+    name: str
+    max_submit_pu: int | None = None  # MaxSubmitJobsPerUser: more are refused
+    max_jobs_pu: int | None = None  # MaxJobsPerUser: more wait with QOSMaxJobsPerUserLimit
+
+
+def _limit(raw: str, line: str, what: str) -> int | None:
+    """A sacctmgr limit: ``""`` is none; anything but a count is a DriverError."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise DriverError(f"cannot read {what} line {line[:200]!r}: expected a count, got {raw!r}")
+    return int(raw)
+
+
+def parse_sacctmgr_assoc(text: str) -> tuple[str | None, list[Association]]:
+    """``sacctmgr -n -P show user U withassoc format=ASSOC_FIELDS``: (default account, rows).
+
+    sacctmgr shows an association its parent account's limits where it sets none
+    itself, so the user's rows are enough.
+    """
+    default: str | None = None
+    rows = []
+    for line in _lines(text):
+        fields = _split(line, len(ASSOC_FIELDS), "sacctmgr")
+        _user, default_account, _cluster, account, partition, submit, jobs, qos, def_qos = fields
+        default = default or _none(default_account)
+        if not account.strip():
+            continue  # a user without associations on this cluster
+        rows.append(
+            Association(
+                account=account.strip(),
+                partition=_none(partition),
+                max_submit=_limit(submit, line, "sacctmgr"),
+                max_jobs=_limit(jobs, line, "sacctmgr"),
+                qos=tuple(q for q in qos.strip().split(",") if q),
+                default_qos=_none(def_qos),
+            )
+        )
+    return default, rows
+
+
+def parse_sacctmgr_qos(text: str) -> dict[str, QosLimit]:
+    """``sacctmgr -n -P show qos format=QOS_FIELDS`` as ``{name: QosLimit}``."""
+    limits = {}
+    for line in _lines(text):
+        name, submit, jobs = _split(line, len(QOS_FIELDS), "sacctmgr")
+        name = name.strip()
+        limits[name] = QosLimit(
+            name, _limit(submit, line, "sacctmgr"), _limit(jobs, line, "sacctmgr")
+        )
+    return limits
+
+
+def parse_usage(text: str) -> list[tuple[str, str, str]]:
+    """``squeue --me -h --array -o USAGE_FORMAT``: ``(account, qos, partitions)`` per live job.
+
+    Jobs that already ended (squeue shows them for ``MinJobAge``) no longer count.
+    """
+    jobs = []
+    for line in _lines(text):
+        _job_id, state, account, qos, partitions = _split(line, 5, "squeue")
+        job = SlurmJob("", _check_state(state.strip(), line, "squeue"))
+        if not _ended(job):
+            jobs.append((account.strip(), qos.strip(), partitions.strip()))
+    return jobs
+
+
+@dataclass(frozen=True)
+class SubmitLimits:
+    """What sacctmgr says the user may have queued; empty where nothing is enforced."""
+
+    default_account: str | None = None
+    associations: tuple[Association, ...] = ()
+    qos: tuple[QosLimit, ...] = ()
+
+    def association(self, account: str | None, partition: str | None) -> Association | None:
+        """The association a job of ``account`` in ``partition`` runs under, as Slurm picks it:
+        the partition's own, else the account's partition-less one."""
+        account = account or self.default_account
+        rows = [row for row in self.associations if row.account == account]
+        own = [row for row in rows if partition is not None and row.partition == partition]
+        general = [row for row in rows if row.partition is None]
+        return next(iter(own or general), None)
+
+    def qos_of(self, assoc: Association | None, qos: str | None) -> QosLimit | None:
+        """The QOS a job asks for, else its association's default (Slurm's choice)."""
+        name = qos or (assoc.default_qos if assoc else None)
+        if name is None and assoc is not None and len(assoc.qos) == 1:
+            name = assoc.qos[0]
+        name = name or "normal"
+        return next((q for q in self.qos if q.name == name), None)
+
+    @property
+    def limits_submission(self) -> bool:
+        """True if any submit limit exists (else counting the queue is pointless)."""
+        return any(a.max_submit is not None for a in self.associations) or any(
+            q.max_submit_pu is not None for q in self.qos
+        )
+
+    def describe(self) -> list[str]:
+        """One line per limit, for ``clusterctl cluster``."""
+        lines = []
+        for a in self.associations:
+            where = f"account {a.account}" + (f", partition {a.partition}" if a.partition else "")
+            if a.max_submit is not None:
+                lines.append(f"{where}: MaxSubmitJobs={a.max_submit} (clusterd stays below it)")
+            if a.max_jobs is not None:
+                lines.append(f"{where}: MaxJobs={a.max_jobs} (more wait: AssocMaxJobsLimit)")
+        for q in self.qos:
+            if q.max_submit_pu is not None:
+                lines.append(
+                    f"QOS {q.name}: MaxSubmitJobsPerUser={q.max_submit_pu} "
+                    f"(clusterd stays below it)"
+                )
+            if q.max_jobs_pu is not None:
+                lines.append(
+                    f"QOS {q.name}: MaxJobsPerUser={q.max_jobs_pu} "
+                    f"(more wait: QOSMaxJobsPerUserLimit)"
+                )
+        return lines
+
+
+#: a scope a submit limit counts jobs in: ("assoc", account, partition) or ("qos", name, None)
+Scope = tuple[str, str, str | None]
+
+
+class SubmitBudget:
+    """How many more jobs fit under each submit limit, spent as arrays go out.
+
+    Counted as slurmctld counts: every live job of the user, an array task being
+    one job. An association's count is its account's jobs (in its partition, for a
+    partition's own association); a QOS's is the user's jobs in that QOS. Counting
+    a partition-less association's jobs in every partition can only err low.
+    """
+
+    def __init__(self, limits: SubmitLimits, usage: Sequence[tuple[str, str, str]]) -> None:
+        self.limits = limits
+        self.usage = usage
+        self._used: dict[Scope, int] = {}
+
+    def room(self, settings: ArraySettings) -> tuple[int | None, str]:
+        """``(jobs that still fit or None for no limit, the tightest limit in words)``."""
+        best: tuple[int | None, str] = (None, "")
+        for scope, limit, words in self._scopes(settings):
+            left = max(0, limit - self._count(scope))
+            if best[0] is None or left < best[0]:
+                best = (left, f"{words} ({self._count(scope)} of {limit} in use)")
+        return best
+
+    def spend(self, settings: ArraySettings, jobs: int) -> None:
+        for scope, _limit, _words in self._scopes(settings):
+            self._used[scope] = self._count(scope) + jobs
+
+    def _scopes(self, settings: ArraySettings) -> list[tuple[Scope, int, str]]:
+        assoc = self.limits.association(settings.account, settings.partition)
+        scopes: list[tuple[Scope, int, str]] = []
+        if assoc is not None and assoc.max_submit is not None:
+            scope: Scope = ("assoc", assoc.account, assoc.partition)
+            scopes.append((scope, assoc.max_submit, f"MaxSubmitJobs of account {assoc.account}"))
+        qos = self.limits.qos_of(assoc, settings.qos)
+        if qos is not None and qos.max_submit_pu is not None:
+            words = f"MaxSubmitJobsPerUser of QOS {qos.name}"
+            scopes.append((("qos", qos.name, None), qos.max_submit_pu, words))
+        return scopes
+
+    def _count(self, scope: Scope) -> int:
+        if scope not in self._used:
+            kind, name, partition = scope
+            self._used[scope] = sum(
+                1
+                for account, qos, partitions in self.usage
+                if (kind == "qos" and qos == name)
+                or (
+                    kind == "assoc"
+                    and account == name
+                    and (partition is None or partition in partitions.split(","))
+                )
+            )
+        return self._used[scope]
+
+
 # --------------------------------------------------------------------------- states
 
 
@@ -438,13 +709,20 @@ class ArraySettings:
     exclude: str | None = None
     extra: tuple[str, ...] = ()
     throttle: int | None = None
+    #: attempts per array task; cpus, gpus and memory above are per attempt
+    pack: int = 1
 
     @classmethod
-    def of(cls, job: JobRequest, resume: tuple[str, int] | None = None) -> ArraySettings:
-        """Settings for ``job``; ``resume`` is ``(signal, lead)`` from its launch.json."""
+    def of(
+        cls,
+        job: JobRequest,
+        resume: tuple[str, int] | None = None,
+        exclude_nodes: Sequence[str] = (),
+    ) -> ArraySettings:
+        """Settings for ``job``; ``resume`` is ``(signal, lead)`` from its launch.json;
+        ``exclude_nodes`` are node names to avoid besides ``[drivers.slurm] exclude``."""
         res: Resources = job.resources
         opts = job.options
-        exclude = opts.get("exclude")
         signal, lead = _signal_for(res.time_seconds, resume)
         return cls(
             sweep=job.sweep,
@@ -458,10 +736,19 @@ class ArraySettings:
             account=opts.get("account"),
             qos=opts.get("qos"),
             constraint=opts.get("constraint"),
-            exclude=",".join(exclude) if isinstance(exclude, list | tuple) else exclude,
+            exclude=_merge_exclude(opts.get("exclude"), exclude_nodes),
             extra=tuple(opts.get("extra") or ()),
             throttle=opts.get("throttle"),
+            pack=max(1, res.pack),
         )
+
+
+def _merge_exclude(option: str | Sequence[str] | None, nodes: Sequence[str]) -> str | None:
+    """``--exclude`` value: the sweep's own list (a string may be a hostlist expression
+    such as ``node[1-4]``, kept as written), then the bad nodes it does not name."""
+    parts = [option] if isinstance(option, str) else list(option or ())
+    parts += sorted({node for node in nodes if node not in parts})
+    return ",".join(parts) or None
 
 
 def _signal_for(
@@ -517,10 +804,15 @@ def build_sbatch_argv(
 
 
 def _resource_args(s: ArraySettings) -> list[str]:
+    """Per-task resources: a packed task asks for ``pack`` times one attempt's share (an
+    attempt without ``cpus`` counts as one CPU then, so that the attempts do not queue
+    behind each other for one CPU)."""
+    n = s.pack
+    cpus = s.cpus * n if s.cpus else (n if n > 1 else None)
     pairs = [
-        ("--cpus-per-task", s.cpus),
-        ("--gres", f"gpu:{s.gpus}" if s.gpus else None),
-        ("--mem", f"{s.memory_mb}M" if s.memory_mb else None),
+        ("--cpus-per-task", cpus),
+        ("--gres", f"gpu:{s.gpus * n}" if s.gpus else None),
+        ("--mem", f"{s.memory_mb * n}M" if s.memory_mb else None),
         ("--time", format_slurm_time(s.time_seconds) if s.time_seconds else None),
         ("--signal", f"B:{s.signal}@{s.signal_lead}" if s.signal else None),
         ("--partition", s.partition),
@@ -532,14 +824,17 @@ def _resource_args(s: ArraySettings) -> list[str]:
     return [f"{flag}={value}" for flag, value in pairs if value is not None]
 
 
-def render_batch_script(name: str, jobs: Sequence[JobRequest]) -> str:
-    """The batch script of one array: task ``i`` runs ``jobs[i]``.
+def render_batch_script(name: str, jobs: Sequence[JobRequest], pack: int = 1) -> str:
+    """The batch script of one array: task ``i`` runs ``jobs[i * pack : (i + 1) * pack]``.
 
-    Every value from a request (paths, argv, environment) is ``shlex.quote``d; the
-    task ``exec``s its argv in its attempt dir, so the runner *is* the batch shell
-    and receives ``--signal=B:...``. Output the runner itself prints goes to
-    ``slurm.out`` in the attempt dir; ``slurm_job_id`` there records the job id.
+    Every value from a request (paths, argv, environment) is ``shlex.quote``d. With
+    one attempt per task, the task ``exec``s its argv in its attempt dir, so the
+    runner *is* the batch shell and receives ``--signal=B:...``. Output the runner
+    itself prints goes to ``slurm.out`` in the attempt dir; ``slurm_job_id`` there
+    records the job id. Packed tasks: see ``_PACKED_TAIL``.
     """
+    if pack > 1:
+        return _render_packed(name, jobs, pack)
     lines = [
         "#!/bin/bash",
         f"# clusterd array {name}: {len(jobs)} task(s) of sweep {jobs[0].sweep}.",
@@ -547,13 +842,11 @@ def render_batch_script(name: str, jobs: Sequence[JobRequest]) -> str:
         'case "${SLURM_ARRAY_TASK_ID:-}" in',
     ]
     for index, job in enumerate(jobs):
-        lines += _task_branch(index, job)
+        lines += [f"{index})", f"    adir={shlex.quote(job.attempt_dir)}"]
+        lines += [f"    {line}" for line in _job_lines(job)]
+        lines.append("    ;;")
     lines += [
-        "*)",
-        '    echo "clusterd: array task ${SLURM_ARRAY_TASK_ID:-?} is not in this script" >&2',
-        "    exit 97",
-        "    ;;",
-        "esac",
+        *_UNKNOWN_TASK,
         'cd "$adir" || exit 97',
         'printf \'%s_%s\\n\' "$SLURM_ARRAY_JOB_ID" "$SLURM_ARRAY_TASK_ID" >slurm_job_id',
         'exec "${argv[@]}" >>slurm.out 2>&1',
@@ -562,19 +855,125 @@ def render_batch_script(name: str, jobs: Sequence[JobRequest]) -> str:
     return "\n".join(lines)
 
 
-def _task_branch(index: int, job: JobRequest) -> list[str]:
+_UNKNOWN_TASK = [
+    "*)",
+    '    echo "clusterd: array task ${SLURM_ARRAY_TASK_ID:-?} is not in this script" >&2',
+    "    exit 97",
+    "    ;;",
+    "esac",
+]
+
+
+def _job_lines(job: JobRequest) -> list[str]:
+    """``export`` lines for the job's environment and its ``argv=(...)`` array."""
     q = shlex.quote
     env = {**job.env, TOKEN_ENV: job.token}
     for key in env:
         if not _ENV_NAME.fullmatch(key):
             raise DriverError(f"job {job.token}: environment variable name {key!r} is invalid")
     return [
-        f"{index})",
-        f"    adir={q(job.attempt_dir)}",
-        *(f"    export {q(f'{key}={value}')}" for key, value in env.items()),
-        f"    argv=({' '.join(q(arg) for arg in job.argv)})",
-        "    ;;",
+        *(f"export {q(f'{key}={value}')}" for key, value in env.items()),
+        f"argv=({' '.join(q(arg) for arg in job.argv)})",
     ]
+
+
+def _render_packed(name: str, jobs: Sequence[JobRequest], pack: int) -> str:
+    """Packed tasks: the attempt dirs in ``adirs``, each slot's environment and argv in a
+    function ``slot_<n>`` (called in the slot's subshell), then ``_PACKED_TAIL``."""
+    if len(jobs) % pack:
+        raise DriverError(f"{len(jobs)} attempts do not fill tasks of {pack}")
+    tasks = [jobs[start : start + pack] for start in range(0, len(jobs), pack)]
+    lines = [
+        "#!/bin/bash",
+        f"# clusterd array {name}: {len(tasks)} task(s) of sweep {jobs[0].sweep}, "
+        f"{pack} attempts packed in each.",
+        "# Generated by clusterd's Slurm driver; job.json in each attempt dir maps back.",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+    ]
+    for index, task in enumerate(tasks):
+        lines += [
+            f"{index})",
+            f"    adirs=({' '.join(shlex.quote(job.attempt_dir) for job in task)})",
+        ]
+        for slot, job in enumerate(task):
+            lines += [f"    slot_{slot}() {{", *(f"        {x}" for x in _job_lines(job)), "    }"]
+        lines.append("    ;;")
+    lines += _UNKNOWN_TASK
+    lines.append(f"gpus_per_slot={jobs[0].resources.gpus}")
+    lines += _PACKED_TAIL.format(check=PACK_CHECK_SECONDS, cancel=CANCEL_FILE).splitlines()
+    lines.append("")
+    return "\n".join(lines)
+
+
+#: The packed task's supervisor, in the batch shell. Why each part:
+#: * every runner starts in the background in a subshell of its own (cd, env, its
+#:   CUDA_VISIBLE_DEVICES share, then ``exec``), so ``$!`` is the runner's pid;
+#: * traps forward the resume signal (``--signal=B:`` reaches only this shell) and
+#:   TERM/INT to every runner; set before the launch, as a signal in between would
+#:   kill the shell (subshells reset them to the default);
+#: * ``sleep & wait -n``: returns when a runner exits, the sleep ends (time to look for
+#:   CANCEL files) or a trapped signal arrives -- not a sleep later (bash < 4.3 has no
+#:   ``wait -n`` and waits for the sleep);
+#: * a ``CANCEL`` file in an attempt dir (written by ``SlurmDriver.cancel``) SIGTERMs
+#:   that runner only; a slot cancelled before the task started is not started;
+#: * the task's exit status is the first non-zero runner status (0 if none).
+_PACKED_TAIL = r"""IFS=, read -r -a gpus <<<"${{CUDA_VISIBLE_DEVICES:-}}"
+if [ "${{#gpus[@]}}" -lt $((gpus_per_slot * ${{#adirs[@]}})) ]; then
+    gpus=($(seq 0 $((gpus_per_slot * ${{#adirs[@]}} - 1))))
+fi
+pids=()
+cancelled=()
+forward() {{
+    local pid
+    for pid in "${{pids[@]}}"; do kill -s "$1" "$pid" 2>/dev/null; done
+}}
+for sig in TERM INT USR1 USR2 HUP; do trap "forward $sig" "$sig"; done
+launch() {{
+    local slot=$1 adir=${{adirs[$1]}}
+    [ -e "$adir/{cancel}" ] && return 0
+    (
+        cd "$adir" || exit 97
+        printf '%s_%s/%s\n' "$SLURM_ARRAY_JOB_ID" "$SLURM_ARRAY_TASK_ID" "$slot" >slurm_job_id
+        if [ "$gpus_per_slot" -gt 0 ]; then
+            share=("${{gpus[@]:slot * gpus_per_slot:gpus_per_slot}}")
+            CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${{share[*]}}")
+            export CUDA_VISIBLE_DEVICES
+        fi
+        "slot_$slot"
+        exec "${{argv[@]}}" >>slurm.out 2>&1
+    ) &
+    pids[slot]=$!
+}}
+for slot in "${{!adirs[@]}}"; do launch "$slot"; done
+wait_any=1
+[ "${{BASH_VERSINFO[0]}}${{BASH_VERSINFO[1]}}" -ge 43 ] || wait_any=
+sleeper=
+while :; do
+    alive=0
+    for slot in "${{!pids[@]}}"; do
+        kill -0 "${{pids[slot]}}" 2>/dev/null || continue
+        alive=1
+        if [ -z "${{cancelled[slot]:-}}" ] && [ -e "${{adirs[slot]}}/{cancel}" ]; then
+            cancelled[slot]=1
+            kill -s TERM "${{pids[slot]}}" 2>/dev/null
+        fi
+    done
+    [ "$alive" = 1 ] || break
+    if [ -z "$sleeper" ] || ! kill -0 "$sleeper" 2>/dev/null; then
+        sleep {check} &
+        sleeper=$!
+    fi
+    if [ -n "$wait_any" ]; then wait -n; else wait "$sleeper"; fi
+done
+[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null
+status=0
+for slot in "${{!pids[@]}}"; do
+    wait "${{pids[slot]}}"
+    rc=$?
+    [ "$status" -ne 0 ] || status=$rc
+done
+exit "$status"
+"""
 
 
 # --------------------------------------------------------------------------- job.json
@@ -625,6 +1024,8 @@ class SlurmDriver(Driver):
     poll_interval = 30.0
     enforces_time_limit = True
     status_grace = 60.0
+    #: seconds sacctmgr's limits and sinfo's node names are trusted (tests shorten it)
+    limits_ttl = LIMITS_TTL
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, *, run: CommandRunner | None = None
@@ -634,6 +1035,9 @@ class SlurmDriver(Driver):
         self._run = run or run_command
         self._timeout = float(self.options.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
         self._config: dict[str, str] | None = None
+        self._limits: tuple[float, SubmitLimits] | None = None  # (monotonic time, limits)
+        self._node_map: tuple[float, dict[str, str]] | None = None
+        self._unknown_hosts: set[str] = set()  # warned about once
         if "poll_interval" in self.options:
             self._set_poll_interval(float(self.options["poll_interval"]))
 
@@ -644,17 +1048,13 @@ class SlurmDriver(Driver):
         problem = _option_problem(spec.driver_options.get(self.name, {}), SWEEP_OPTIONS)
         if problem is not None:
             raise SpecError(spec.source, "drivers.slurm", problem)
-        if spec.resources.pack > 1:
-            raise UnsupportedResource(
-                f"{spec.source}: resources.pack = {spec.resources.pack}: the slurm driver "
-                f"runs one trial per job for now; remove 'pack' or set it to 1"
-            )
         for key in spec.env.vars:
             if not _ENV_NAME.fullmatch(key):
                 raise SpecError(spec.source, f"env.vars.{key}", "a valid variable name")
 
     def submit(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
-        """One sbatch per group of alike attempts and chunk of ``MaxArraySize`` tasks."""
+        """One sbatch per group of alike attempts and chunk of ``MaxArraySize`` tasks, as
+        many tasks as the user's submit limits leave room for."""
         if not jobs:
             return {}
         for job in jobs:
@@ -662,17 +1062,23 @@ class SlurmDriver(Driver):
             self._note_poll_interval(job.options)
         accepted = self._adopt_leftovers(jobs)
         todo = [job for job in jobs if job.token not in accepted]
+        held: list[str] = []
         try:
-            for settings, chunk in self._arrays(todo):
-                accepted.update(self._submit_array(settings, chunk))
+            budget = self._budget() if todo else None
+            for settings, tasks in self._arrays(todo):
+                fits = self._fit(budget, settings, tasks, held)
+                if fits:
+                    accepted.update(self._submit_array(settings, fits))
         except DriverError as exc:
             if not accepted:
                 raise
             log.warning("slurm: %d of %d jobs submitted, then: %s", len(accepted), len(jobs), exc)
+        if held:
+            log.info("slurm: %s; offered again later", "; ".join(held))
         return accepted
 
     def poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
-        """One squeue for everything; one sacct for the jobs that ended or left the queue."""
+        """One squeue for everything; one sacct for jobs that left it or were cancelled."""
         if not jobs:
             return {}
         queue = parse_squeue(self._call([*SQUEUE_ARGV, f"--format={SQUEUE_FORMAT}"]))
@@ -681,33 +1087,43 @@ class SlurmDriver(Driver):
         ended: dict[str, str] = {}  # token -> job id
         for ref in jobs:
             job_id = ids.get(ref.token)
-            row = queue.get(job_id) if job_id else None
             if job_id is None:
                 statuses[ref.token] = JobStatus("gone", None, "no Slurm job was found for it")
-            elif row is not None and not _ended(row):
-                statuses[ref.token] = job_status(row)
-            else:
+                continue
+            slurm_id, slot = split_slot(job_id)
+            row = queue.get(slurm_id)
+            if row is None or _ended(row):
                 ended[ref.token] = job_id
+                continue
+            status = replace(job_status(row), job_id=job_id)
+            statuses[ref.token] = status if slot is None else _slot_status(ref, status)
         if ended:
             statuses.update(self._final_states(ended, queue))
         return statuses
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
-        """One ``scancel`` for all; jobs that already ended are no error."""
+        """One ``scancel`` for all jobs with nothing else left to run; jobs that already
+        ended are no error. A packed job with other slots still running is not
+        ``scancel``led: its cancelled slots get a ``CANCEL`` file (see ``_PACKED_TAIL``)."""
         ids = self._resolve(jobs, None)
         lost = [ref for ref in jobs if ref.token not in ids and _has_batch(ref)]
         if lost:  # submitted, but the id was lost in a crash: look it up by name
             ids.update(self._resolve(lost, self._squeue_all()))
-        if not ids:
-            return
-        done = self._run_checked(["scancel", *sorted(set(ids.values()))], check=False)
-        errors = [
-            line
-            for line in done.stderr.splitlines()
-            if line.strip() and not re.search(r"already completing|completed|Invalid job id", line)
-        ]
-        if done.returncode != 0 and errors:
-            raise DriverError(f"scancel failed: {errors[0]}")
+        targets: set[str] = set()
+        packed: dict[str, list[JobRef]] = {}
+        for ref in jobs:
+            if ref.token not in ids:
+                continue
+            slurm_id, slot = split_slot(ids[ref.token])
+            if slot is None:
+                targets.add(slurm_id)
+            else:
+                packed.setdefault(slurm_id, []).append(ref)
+        for slurm_id, refs in packed.items():
+            if _cancel_slots(refs):
+                targets.add(slurm_id)
+        if targets:
+            self._scancel(sorted(targets))
 
     def find(self, jobs: Sequence[JobRef]) -> dict[str, str]:
         """Job ids from job.json, else by array name and task in squeue, then sacct."""
@@ -724,7 +1140,8 @@ class SlurmDriver(Driver):
         return found
 
     def describe_cluster(self) -> ClusterInfo:
-        """Partitions, nodes and GPUs from one ``sinfo``; the user's queue from one ``squeue``."""
+        """Partitions, nodes and GPUs from one ``sinfo``; the user's queue from one ``squeue``;
+        the user's job limits from the cache (``sacctmgr`` when it is stale)."""
         fields = ",".join(f"{field}:0|" for field in SINFO_FIELDS)
         rows = parse_sinfo(self._call(["sinfo", "--noheader", "--Node", f"--Format={fields}"]))
         queue_text = self._call(["squeue", "--me", "--noheader", f"--format={QUEUE_FORMAT}"])
@@ -739,61 +1156,196 @@ class SlurmDriver(Driver):
                 if p["gpus"]
             ],
             queue=[_queue_entry(line) for line in queue_text.splitlines() if line.strip()],
+            notes=self.submit_limits().describe(),
         )
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def submit_limits(self) -> SubmitLimits:
+        """The user's job limits as slurmctld enforces them; cached for ``limits_ttl`` s.
+
+        None are read where ``AccountingStorageEnforce`` lacks ``limits`` (Slurm
+        ignores them then) or sacctmgr cannot answer (no slurmdbd): an over-limit
+        sbatch then fails, and the daemon backs off and offers the jobs again.
+        """
+        now = time.monotonic()
+        if self._limits is not None and now - self._limits[0] < self.limits_ttl:
+            return self._limits[1]
+        limits = SubmitLimits()
+        config = self._cluster_config()
+        enforce = config.get("AccountingStorageEnforce", "").lower().split(",")
+        if "limits" in enforce or "safe" in enforce:
+            try:
+                limits = self._read_limits(config.get("ClusterName"))
+            except DriverError as exc:
+                log.warning("slurm: cannot read job limits, assuming none: %s", exc)
+        self._limits = (now, limits)
+        return limits
+
+    def _read_limits(self, cluster: str | None) -> SubmitLimits:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        argv = ["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "withassoc"]
+        if cluster:
+            argv += ["where", f"cluster={cluster}"]
+        default, assocs = parse_sacctmgr_assoc(
+            self._call([*argv, f"format={','.join(ASSOC_FIELDS)}"])
+        )
+        qos_argv = ["sacctmgr", "--noheader", "--parsable2", "show", "qos"]
+        qos = parse_sacctmgr_qos(self._call([*qos_argv, f"format={','.join(QOS_FIELDS)}"]))
+        return SubmitLimits(default, tuple(assocs), tuple(qos.values()))
+
+    def _budget(self) -> SubmitBudget | None:
+        """The room left under the submit limits: one ``squeue`` of the user's live jobs,
+        and only where a submit limit exists."""
+        limits = self.submit_limits()
+        if not limits.limits_submission:
+            return None
+        argv = ["squeue", "--me", "--noheader", "--array", f"--format={USAGE_FORMAT}"]
+        return SubmitBudget(limits, parse_usage(self._call(argv)))
+
+    @staticmethod
+    def _fit(
+        budget: SubmitBudget | None,
+        settings: ArraySettings,
+        tasks: list[list[JobRequest]],
+        held: list[str],
+    ) -> list[list[JobRequest]]:
+        """The leading tasks that fit the budget (spending it); notes what stays behind."""
+        if budget is None:
+            return tasks
+        room, why = budget.room(settings)
+        if room is None or room >= len(tasks):
+            budget.spend(settings, len(tasks))
+            return tasks
+        budget.spend(settings, room)
+        left = sum(len(task) for task in tasks[room:])
+        held.append(f"{left} attempt(s) of sweep {settings.sweep} held back by {why}")
+        return tasks[:room]
+
+    # -- bad hosts ------------------------------------------------------------------------
+
+    def _exclude_nodes(self, hosts: Sequence[str]) -> list[str]:
+        """Slurm node names of ``hosts``; names Slurm does not know are dropped (once
+        warned about), as ``--exclude`` with one would make sbatch refuse the array."""
+        if not hosts:
+            return []
+        now = time.monotonic()
+        if self._node_map is None or now - self._node_map[0] >= self.limits_ttl:
+            argv = ["sinfo", "--noheader", "--Node", f"--format={NODES_FORMAT}"]
+            self._node_map = (now, parse_node_names(self._call(argv)))
+        names = self._node_map[1]
+        nodes = []
+        for host in hosts:
+            node = names.get(host) or names.get(host.split(".", 1)[0])
+            if node is not None:
+                nodes.append(node)
+            elif host not in self._unknown_hosts:
+                self._unknown_hosts.add(host)
+                log.warning("slurm: cannot exclude host %r: Slurm knows no such node", host)
+        return nodes
 
     # -- submission -----------------------------------------------------------------------
 
     def _arrays(
         self, jobs: Sequence[JobRequest]
-    ) -> Iterable[tuple[ArraySettings, list[JobRequest]]]:
-        """Groups of alike jobs, cut into chunks that fit ``MaxArraySize``."""
+    ) -> Iterable[tuple[ArraySettings, list[list[JobRequest]]]]:
+        """Groups of alike jobs, packed ``resources.pack`` to a task, cut into chunks that
+        fit ``MaxArraySize``. A group's last, partly filled task goes out as an array of
+        its own, since every task of an array asks for the same resources."""
         groups: dict[ArraySettings, list[JobRequest]] = {}
         for job in jobs:
             resume = read_resume(job.attempt_dir) if job.resources.time_seconds else None
             if job.resources.time_seconds and resume is None:
                 resume = ("USR1", 120)  # ResumePolicy's defaults
                 log.warning("slurm: no resume policy in %s/launch.json", job.attempt_dir)
-            groups.setdefault(ArraySettings.of(job, resume), []).append(job)
+            exclude = self._exclude_nodes(getattr(job, "exclude_hosts", ()))
+            groups.setdefault(ArraySettings.of(job, resume, exclude), []).append(job)
         for settings, group in groups.items():
             size = self._array_limit(group[0].options)
-            for start in range(0, len(group), size):
-                yield settings, group[start : start + size]
+            tasks = [group[i : i + settings.pack] for i in range(0, len(group), settings.pack)]
+            full = [task for task in tasks if len(task) == settings.pack]
+            for same in (full, tasks[len(full) :]):
+                for start in range(0, len(same), size):
+                    yield replace(settings, pack=len(same[0])), same[start : start + size]
 
     def _array_limit(self, options: Mapping[str, Any]) -> int:
         """Tasks per array: MaxArraySize caps the index, so indices 0..MaxArraySize-1."""
-        if self._config is None:
-            self._config = parse_scontrol_config(self._call(["scontrol", "show", "config"]))
-        limit = min(_config_int(self._config, "MaxArraySize"), MAX_TASKS_PER_ARRAY)
+        limit = min(_config_int(self._cluster_config(), "MaxArraySize"), MAX_TASKS_PER_ARRAY)
         for source in (self.options, options):
             if "max_array_size" in source:
                 limit = min(limit, int(source["max_array_size"]))
         return max(1, limit)
 
-    def _submit_array(self, settings: ArraySettings, jobs: list[JobRequest]) -> dict[str, str]:
+    def _cluster_config(self) -> dict[str, str]:
+        """``scontrol show config``, read once: what it says changes with a restart only."""
+        if self._config is None:
+            self._config = parse_scontrol_config(self._call(["scontrol", "show", "config"]))
+        return self._config
+
+    def _submit_array(
+        self, settings: ArraySettings, tasks: list[list[JobRequest]]
+    ) -> dict[str, str]:
         """Write the script and job.json files, run sbatch, record the job ids."""
         name = f"{NAME_PREFIX}{settings.sweep}.{secrets.token_hex(4)}"
+        jobs = [job for task in tasks for job in task]
         state_dir = _state_dir(jobs[0])
         script = state_dir / f"{name}.sh"
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            script.write_text(render_batch_script(name, jobs))
-            for index, job in enumerate(jobs):
-                self._record(job, name, index, None)
+            script.write_text(render_batch_script(name, jobs, settings.pack))
+            self._record_all(tasks, name, None)
         except OSError as exc:
             raise DriverError(f"cannot write the batch script or job.json: {exc}") from exc
-        argv = build_sbatch_argv(settings, name, len(jobs), str(state_dir), str(script))
-        array_id = parse_sbatch_parsable(self._call(argv))
-        ids = {job.token: f"{array_id}_{index}" for index, job in enumerate(jobs)}
-        for index, job in enumerate(jobs):
-            try:
-                self._record(job, name, index, ids[job.token])
-            except OSError as exc:  # find() still finds it by name
-                log.error("slurm: cannot record job id of %s: %s", job.token, exc)
-        log.info("slurm: submitted %d task(s) as array %s (%s)", len(jobs), array_id, name)
+        argv = build_sbatch_argv(settings, name, len(tasks), str(state_dir), str(script))
+        array_id = parse_sbatch_parsable(self._sbatch(argv, jobs))
+        ids = self._record_all(tasks, name, array_id)
+        log.info("slurm: submitted %d task(s) as array %s (%s)", len(tasks), array_id, name)
         return ids
 
-    def _record(self, job: JobRequest, name: str, index: int, job_id: str | None) -> None:
-        data = {
+    def _sbatch(self, argv: Sequence[str], jobs: Sequence[JobRequest]) -> str:
+        """sbatch's output. When it says it refused the array (not a time-out, after which
+        the job may exist), the job.json records go, so nothing looks for the jobs."""
+        done = self._run_checked(argv, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        why = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        why = why or f"exit status {done.returncode}"
+        if not _AMBIGUOUS_SBATCH.search(why):
+            for job in jobs:
+                (Path(job.attempt_dir) / JOB_FILE).unlink(missing_ok=True)
+            if "limit" in why.lower():
+                self._limits = None  # they changed, or another submitter used them up
+        raise DriverError(f"sbatch failed: {why[:500]}")
+
+    def _record_all(
+        self, tasks: list[list[JobRequest]], name: str, array_id: str | None
+    ) -> dict[str, str]:
+        """Write every job.json; ``{token: job id}`` (with ``/slot`` where packed)."""
+        ids = {}
+        for index, task in enumerate(tasks):
+            job_id = f"{array_id}_{index}" if array_id else None
+            siblings = [[job.token, job.attempt_dir] for job in task] if len(task) > 1 else None
+            for slot, job in enumerate(task):
+                slot_of = slot if siblings else None
+                ids[job.token] = _with_slot(job_id or "", slot_of)
+                try:
+                    self._record(job, name, index, job_id, slot_of, siblings)
+                except OSError as exc:
+                    if job_id is None:
+                        raise
+                    log.error("slurm: cannot record job id of %s: %s", job.token, exc)
+        return ids
+
+    def _record(
+        self,
+        job: JobRequest,
+        name: str,
+        index: int,
+        job_id: str | None,
+        slot: int | None,
+        siblings: list[list[str]] | None,
+    ) -> None:
+        data: dict[str, Any] = {
             "version": 1,
             "driver": self.name,
             "token": job.token,
@@ -804,6 +1356,8 @@ class SlurmDriver(Driver):
             "array_job_id": job_id.split("_")[0] if job_id else None,
             "recorded_at": time.time(),
         }
+        if siblings is not None:
+            data.update(slot=slot, siblings=siblings)
         _write_json_atomic(Path(job.attempt_dir) / JOB_FILE, data)
 
     def _adopt_leftovers(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
@@ -817,13 +1371,27 @@ class SlurmDriver(Driver):
     def _final_states(
         self, ended: Mapping[str, str], queue: Mapping[str, SlurmJob]
     ) -> dict[str, JobStatus]:
-        """sacct's word on jobs that ended; squeue's final state where sacct has none."""
-        accounting, note = self._sacct(sorted(set(ended.values())))
-        statuses = {}
+        """Final states: squeue's where it still lists the job (``--states=all`` does for
+        ``MinJobAge``), sacct's for jobs that left the queue and for cancelled ones (only
+        accounting says who cancelled: "CANCELLED by 1000"). What a job exited with is
+        the runner's status.json, so squeue's word is enough for the rest."""
+        slurm_ids = {token: split_slot(job_id)[0] for token, job_id in ended.items()}
+        statuses: dict[str, JobStatus] = {}
+        ask: dict[str, str] = {}
         for token, job_id in ended.items():
-            row = _best_row(_lookup(accounting, job_id), _lookup(queue, job_id))
+            row = _lookup(queue, slurm_ids[token])
+            if row is not None and _ended(row) and row.base_state != "CANCELLED":
+                statuses[token] = replace(job_status(row), job_id=job_id)
+            else:
+                ask[token] = job_id
+        if not ask:
+            return statuses
+        accounting, note = self._sacct(sorted({slurm_ids[token] for token in ask}))
+        for token, job_id in ask.items():
+            slurm_id = slurm_ids[token]
+            row = _best_row(_lookup(accounting, slurm_id), _lookup(queue, slurm_id))
             if row is not None:
-                statuses[token] = job_status(row)
+                statuses[token] = replace(job_status(row), job_id=job_id)
             elif note is None:
                 statuses[token] = JobStatus("gone", job_id, "Slurm has no record of this job")
             elif note.startswith("disabled"):
@@ -874,16 +1442,27 @@ class SlurmDriver(Driver):
                 ids[ref.token] = ref.job_id
                 continue
             data = _read_job_file(ref.attempt_dir, ref.token) or {}
+            slot = data.get("slot") if isinstance(data.get("slot"), int) else None
             if data.get("job_id"):
-                ids[ref.token] = str(data["job_id"])
+                ids[ref.token] = _with_slot(str(data["job_id"]), slot)
             elif data.get("batch") in arrays and isinstance(data.get("task"), int):
-                ids[ref.token] = f"{arrays[data['batch']]}_{data['task']}"
+                ids[ref.token] = _with_slot(f"{arrays[data['batch']]}_{data['task']}", slot)
         return ids
 
     def _squeue_all(self) -> dict[str, SlurmJob]:
         return parse_squeue(self._call([*SQUEUE_ARGV, f"--format={SQUEUE_FORMAT}"]))
 
     # -- commands -------------------------------------------------------------------------
+
+    def _scancel(self, job_ids: Sequence[str]) -> None:
+        done = self._run_checked(["scancel", *job_ids], check=False)
+        errors = [
+            line
+            for line in done.stderr.splitlines()
+            if line.strip() and not re.search(r"already completing|completed|Invalid job id", line)
+        ]
+        if done.returncode != 0 and errors:
+            raise DriverError(f"scancel failed: {errors[0]}")
 
     def _call(self, argv: Sequence[str]) -> str:
         """Run a Slurm command; its stdout, or DriverError naming the command."""
@@ -922,6 +1501,56 @@ class SlurmDriver(Driver):
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: sbatch failures after which the job may exist all the same (slurmctld got the request
+#: but its answer was lost): job.json stays, so that ``find`` adopts the job if it does
+_AMBIGUOUS_SBATCH = re.compile(
+    r"time[d ]*out|unable to contact|connect|communication|zero bytes|socket", re.IGNORECASE
+)
+
+
+def split_slot(job_id: str) -> tuple[str, int | None]:
+    """``"57_0/1"`` -> ``("57_0", 1)``: a packed attempt's Slurm job and its slot in it."""
+    slurm_id, sep, slot = job_id.partition(PACK_SEP)
+    return (slurm_id, int(slot)) if sep and slot.isdigit() else (job_id, None)
+
+
+def _with_slot(job_id: str, slot: int | None) -> str:
+    return job_id if slot is None else f"{job_id}{PACK_SEP}{slot}"
+
+
+def _slot_status(ref: JobRef, status: JobStatus) -> JobStatus:
+    """A packed attempt's own phase inside its shared job.
+
+    Its runner may be done (``status.json``) while the others run on, and a slot
+    cancelled before the job started never runs: either way it is gone for the
+    daemon, which reads status.json or, for the cancelled, needs none.
+    """
+    adir = Path(ref.attempt_dir)
+    if status.phase == "running" and (adir / STATUS_FILE).exists():
+        return JobStatus("gone", status.job_id, "its runner ended; its packed job runs on")
+    if (adir / CANCEL_FILE).exists() and not (adir / SLOT_STARTED_FILE).exists():
+        # the batch shell checks CANCEL before it starts a slot (and writes slurm_job_id)
+        return JobStatus("gone", status.job_id, "cancelled before its slot started")
+    return status
+
+
+def _cancel_slots(refs: Sequence[JobRef]) -> bool:
+    """Write ``CANCEL`` in each attempt dir; True if no slot of their job is left to run
+    (every sibling cancelled or finished), so that the whole job may be ``scancel``led."""
+    for ref in refs:
+        try:
+            (Path(ref.attempt_dir) / CANCEL_FILE).write_text(f"{time.time()}\n")
+        except OSError as exc:
+            raise DriverError(f"cannot write {CANCEL_FILE} in {ref.attempt_dir}: {exc}") from exc
+    record = _read_job_file(refs[0].attempt_dir, refs[0].token) or {}
+    siblings = record.get("siblings")
+    if not isinstance(siblings, list):
+        return False  # the CANCEL files do it, slot by slot
+    return all(
+        (Path(str(adir)) / CANCEL_FILE).exists() or (Path(str(adir)) / STATUS_FILE).exists()
+        for _token, adir in siblings
+    )
 
 
 def _state_dir(job: JobRequest) -> Path:

@@ -32,14 +32,18 @@ from clusterd.drivers.slurm import (
     format_slurm_time,
     job_status,
     parse_gres_gpus,
+    parse_node_names,
     parse_sacct,
+    parse_sacctmgr_assoc,
+    parse_sacctmgr_qos,
     parse_sbatch_parsable,
     parse_scontrol_config,
     parse_sinfo,
     parse_squeue,
+    parse_usage,
     render_batch_script,
 )
-from clusterd.errors import DriverError, SpecError, UnsupportedResource
+from clusterd.errors import DriverError, SpecError
 from clusterd.spec.model import Resources, SweepSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
@@ -225,13 +229,21 @@ PARSERS: list[Callable[[str], Any]] = [
     parse_sbatch_parsable,
     parse_scontrol_config,
     parse_sinfo,
+    parse_sacctmgr_assoc,
+    parse_sacctmgr_qos,
+    parse_usage,
+    parse_node_names,
 ]
-FIXTURE_FOR = {
+FIXTURE_FOR: dict[Callable[[str], Any], str] = {
     parse_squeue: "squeue_pending_running.txt",
     parse_sacct: "sacct_final.txt",
     parse_sbatch_parsable: "sbatch_parsable.txt",
     parse_scontrol_config: "scontrol_show_config.txt",
     parse_sinfo: "sinfo_busy.txt",
+    parse_sacctmgr_assoc: "sacctmgr_user_assoc.txt",
+    parse_sacctmgr_qos: "sacctmgr_qos.txt",
+    parse_usage: "squeue_usage.txt",
+    parse_node_names: "sinfo_nodes.txt",
 }
 slurmish = st.text(alphabet=st.sampled_from("0123456789_[]-,%|: \nABCDENOPRTUXabvm*()/"))
 
@@ -431,9 +443,8 @@ def test_validate_accepts_the_documented_options() -> None:
     SlurmDriver().validate(spec(driver_options={"slurm": options}))
 
 
-def test_validate_refuses_packing() -> None:
-    with pytest.raises(UnsupportedResource, match="pack"):
-        SlurmDriver().validate(spec(resources=Resources(pack=4)))
+def test_validate_accepts_packing() -> None:
+    SlurmDriver().validate(spec(resources=Resources(cpus=2, gpus=1, pack=4)))
 
 
 def test_driver_options_are_checked() -> None:
@@ -512,7 +523,9 @@ def test_resubmitting_after_an_ambiguous_sbatch_adopts_the_job(tmp_path: Path) -
     assert second.count("sbatch") == 0
 
 
-def test_poll_makes_one_squeue_and_one_sacct_for_ended_jobs(tmp_path: Path) -> None:
+def test_poll_asks_sacct_only_about_jobs_gone_from_squeue_or_cancelled(tmp_path: Path) -> None:
+    """squeue --states=all still shows a job's final state for MinJobAge; accounting is
+    needed for jobs past it, and to say who cancelled one."""
     replay = Replay(squeue=recorded("squeue_final.txt"), sacct=recorded("sacct_final.txt"))
     refs = [
         JobRef(f"t{i}", job_id, str(tmp_path))
@@ -520,11 +533,28 @@ def test_poll_makes_one_squeue_and_one_sacct_for_ended_jobs(tmp_path: Path) -> N
     ]
     statuses = SlurmDriver(run=replay).poll(refs)
     assert [replay.count("squeue"), replay.count("sacct")] == [1, 1]
-    assert statuses["t0"].reason == "FAILED (exit code 3:0)"
+    assert replay.calls[-1][-1] == "--jobs=43_5,999_0"
+    assert statuses["t0"].reason == "FAILED (NonZeroExitCode)"
     assert statuses["t1"].reason == "CANCELLED by 0"
     assert statuses["t2"].scheduler_state == "TIMEOUT"
-    assert statuses["t3"].scheduler_state == "NODE_FAIL"  # sacct says "51": the whole array
+    assert statuses["t3"].scheduler_state == "NODE_FAIL"
     assert statuses["t4"].phase == "gone" and "no record" in (statuses["t4"].reason or "")
+
+
+def test_poll_of_jobs_squeue_no_longer_lists_asks_sacct(tmp_path: Path) -> None:
+    replay = Replay(squeue="", sacct=recorded("sacct_final.txt"))
+    refs = [JobRef("a", "43_1", str(tmp_path)), JobRef("b", "51_0", str(tmp_path))]
+    statuses = SlurmDriver(run=replay).poll(refs)
+    assert statuses["a"].reason == "FAILED (exit code 3:0)"
+    assert statuses["b"].scheduler_state == "NODE_FAIL"  # sacct says "51": the whole array
+
+
+def test_poll_of_jobs_ended_in_squeue_needs_no_sacct(tmp_path: Path) -> None:
+    replay = Replay(squeue=recorded("squeue_final.txt"))
+    refs = [JobRef("a", "43_0", str(tmp_path)), JobRef("b", "44_0", str(tmp_path))]
+    statuses = SlurmDriver(run=replay).poll(refs)
+    assert [s.scheduler_state for s in statuses.values()] == ["COMPLETED", "TIMEOUT"]
+    assert replay.count("sacct") == 0
 
 
 def test_poll_of_live_jobs_needs_no_sacct(tmp_path: Path) -> None:
@@ -582,9 +612,16 @@ def test_cancel_is_one_scancel(tmp_path: Path) -> None:
 
 
 def test_describe_cluster_in_two_calls() -> None:
-    replay = Replay(sinfo=recorded("sinfo_busy.txt"), squeue=recorded("squeue_queue.txt"))
-    info = SlurmDriver(run=replay).describe_cluster()
-    assert len(replay.calls) == 2
+    """One sinfo, one squeue; scontrol show config once per driver, to see whether limits
+    are enforced (they are not in this recording, so sacctmgr is never asked)."""
+    replay = Replay(
+        sinfo=recorded("sinfo_busy.txt"), squeue=recorded("squeue_queue.txt"), scontrol=CONFIG
+    )
+    driver = SlurmDriver(run=replay)
+    driver.describe_cluster()
+    before = len(replay.calls)
+    info = driver.describe_cluster()
+    assert len(replay.calls) - before == 2 and replay.count("sacctmgr") == 0
     (partition,) = info.partitions
     assert partition["name"] == "debug" and partition["nodes_alloc"] == 1
     assert info.nodes[0]["partitions"] == ["debug"]

@@ -13,6 +13,7 @@ the next.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -284,3 +285,146 @@ def test_the_runner_gets_the_resume_signal_from_slurm(harness: Harness) -> None:
     # the runner exits with the command's status: Slurm calls that FAILED
     assert statuses[ref.token].scheduler_state == "FAILED"
     assert (statuses[ref.token].reason or "").startswith("FAILED")
+
+
+# --------------------------------------------------------------------------- pack
+
+
+CUDA_AND_EXIT = (
+    "import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES')); sys.exit(int(sys.argv[1]))"
+)
+
+
+def packed_runner_jobs(harness: Harness, codes: Sequence[int], **res: Any) -> list[JobRequest]:
+    """Runner jobs packed two to a task; trial ``i`` prints its CUDA share and exits codes[i]."""
+    resources = Resources(cpus=1, memory_mb=100, pack=2, **res)
+    jobs = []
+    for index, code in enumerate(codes):
+        job = runner_job(harness, index, resources=resources)
+        launch_json(job, [sys.executable, "-c", CUDA_AND_EXIT, str(code)])
+        jobs.append(job)
+    return jobs
+
+
+def test_four_packed_trials_run_as_two_tasks_of_one_array(harness: Harness) -> None:
+    jobs = packed_runner_jobs(harness, [0, 5, 0, 3])
+    refs = harness.submit(jobs)
+    (sbatch,) = [call for call in harness.runner.calls if call[0] == "sbatch"]
+    assert "--array=0-1" in sbatch and "--cpus-per-task=2" in sbatch and "--mem=200M" in sbatch
+    array_id = (refs[0].job_id or "").split("_")[0]
+    assert [ref.job_id for ref in refs] == [f"{array_id}_{t}/{s}" for t in (0, 1) for s in (0, 1)]
+    statuses = harness.poll_until(refs, all_gone, "2 packed tasks to finish")
+    for job, ref, code in zip(jobs, refs, [0, 5, 0, 3], strict=True):
+        status = read_status(job)
+        assert status is not None and status["exit_code"] == code, (job.token, status)
+        adir = Path(job.attempt_dir)
+        assert (adir / "slurm_job_id").read_text().strip() == ref.job_id
+        assert (adir / "stdout").read_text() == "None\n"  # no GPUs: no CUDA_VISIBLE_DEVICES
+        assert json.loads((adir / "job.json").read_text())["slot"] == int(ref.job_id[-1])
+    # the job's own state: its first non-zero runner status
+    assert [statuses[ref.token].scheduler_state for ref in refs] == ["FAILED"] * 4
+
+
+def test_cancelling_one_packed_trial_spares_the_other(harness: Harness) -> None:
+    jobs = [
+        runner_job(harness, i, resources=Resources(cpus=1, memory_mb=100, pack=2)) for i in (0, 1)
+    ]
+    for job in jobs:
+        launch_json(job, SLEEP)
+    first, second = harness.submit(jobs)
+    harness.poll_until([first, second], lambda s: s[second.token].phase == "running", "the start")
+    poll_until(
+        lambda: all((Path(j.attempt_dir) / "runner.json").exists() for j in jobs), 20, "runners"
+    )
+    harness.driver.cancel([first])
+    assert harness.runner.count("scancel") == 0
+    statuses = harness.poll_until(
+        [first, second], lambda s: s[first.token].phase == "gone", "the cancelled slot to end", 20
+    )
+    assert statuses[second.token].phase == "running"
+    status = read_status(jobs[0])
+    assert status is not None and status["signal"] == "TERM", status
+    assert read_status(jobs[1]) is None
+
+    harness.driver.cancel([second])  # nothing is left to run: the job is scancelled
+    assert harness.runner.count("scancel") == 1
+    harness.poll_until([second], all_gone, "the packed job to end", 30)
+    status = read_status(jobs[1])  # gone once its runner is done, maybe before the job
+    assert status is not None and status["signal"] == "TERM", status
+    final = harness.poll_until([first, second], all_gone, "both slots to end")
+    assert final[first.token].job_id == first.job_id
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def sacctmgr(*args: str) -> None:
+    done = subprocess.run(["sacctmgr", "-i", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"sacctmgr {' '.join(args)}: {done.stdout}{done.stderr}"
+
+
+@pytest.fixture
+def limited_account(slurm: None) -> Iterator[str]:
+    """An account with MaxSubmitJobs=4 for root and a QOS ``<account>q`` with
+    MaxSubmitJobsPerUser=2, added for the test and removed afterwards (with its jobs)."""
+    account = f"cdt{os.getpid()}"
+    qos = f"{account}q"
+    sacctmgr("add", "qos", qos, "MaxSubmitJobsPerUser=2")
+    try:
+        sacctmgr("add", "account", account, "Description=clusterd-test", "Organization=clusterd")
+        sacctmgr(
+            "add", "user", "root", f"account={account}", "MaxSubmitJobs=4",
+            f"QOS=normal,{qos}", "DefaultQOS=normal",
+        )  # fmt: skip
+
+        def known() -> bool:
+            argv = ["scontrol", "show", "assoc_mgr", f"accounts={account}", "flags=assoc"]
+            return "MaxSubmitJobs=4" in run_command(argv, 10, None).stdout
+
+        poll_until(known, 20, "slurmctld to learn the new association")
+        yield account
+    finally:
+        subprocess.run(["scancel", f"--account={account}"], capture_output=True, timeout=30)
+        argv = ["squeue", "--noheader", f"--account={account}"]
+        poll_until(lambda: not run_command(argv, 10, None).stdout.strip(), 30, "jobs to leave")
+        sacctmgr("delete", "user", "root", "where", f"account={account}")
+        sacctmgr("delete", "account", account)
+        sacctmgr("delete", "qos", qos)
+
+
+def test_submission_stays_under_the_users_limits(harness: Harness, limited_account: str) -> None:
+    """MaxSubmitJobs=4 for the account, MaxSubmitJobsPerUser=2 for the QOS: what fits goes
+    out (no sbatch is refused), the rest is left out of the answer and fits later."""
+    account, qos = limited_account, f"{limited_account}q"
+    driver = harness.driver
+
+    def submit(jobs: list[JobRequest]) -> list[JobRef]:
+        ids = driver.submit(jobs)
+        refs = [
+            JobRef(job.token, ids[job.token], job.attempt_dir) for job in jobs if job.token in ids
+        ]
+        harness.refs.update({ref.token: ref for ref in refs})
+        return refs
+
+    plain = submit([harness.job(i, SLEEP, options={"account": account}) for i in range(3)])
+    assert len(plain) == 3
+    queued = [
+        harness.job(10 + i, SLEEP, options={"account": account, "qos": qos}) for i in range(3)
+    ]
+    (one,) = submit(queued)  # the account has room for one more
+    assert one.token == queued[0].token
+    assert harness.runner.count("sbatch") == 2
+    assert submit(queued[1:]) == []  # full: no sbatch at all
+    assert harness.runner.count("sbatch") == 2
+
+    # Slurm itself would refuse one more: the limit is real
+    over = ["sbatch", f"--account={account}", "--wrap=true", "--output=/dev/null"]
+    refused = run_command(over, 30, None)
+    assert refused.returncode != 0 and "AssocMaxSubmitJobLimit" in refused.stderr
+
+    driver.cancel(plain[:1])
+    harness.poll_until(plain[:1], all_gone, "a cancelled job to leave")
+    (two,) = submit(queued[1:])  # room for one again: the QOS has 1 of 2, the account 3 of 4
+    assert two.token == queued[1].token
+    assert harness.runner.count("sbatch") == 3
+    assert submit(queued[2:]) == []  # the QOS is full now (2 of 2)
