@@ -24,12 +24,13 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from clusterd.errors import ClusterdError, DaemonUnreachable
+from clusterd.errors import ClusterdError, DaemonUnreachable, NotFound
 from clusterd.tui.client import Backend, EventStream, SocketBackend
-from clusterd.tui.messages import ConnectionChanged, EventsPending, Subscribed
+from clusterd.tui.messages import ConnectionChanged, EventsPending, Subscribed, TopicGone
 from clusterd.tui.widgets.header import ConnectionState
 
 __all__ = ["ClusterApp", "run"]
@@ -76,7 +77,7 @@ class ClusterApp(App[int]):
         self._live_topic: str | bool | None = False  # False: not subscribed to anything
         self._stream: EventStream | None = None
         self._wake = threading.Event()
-        self._closing = False
+        self._feed_stopped = False  # not ``_closing``: Textual's MessagePump owns that name
         self._buffer: deque[dict[str, Any]] = deque()
         self._pending = False
         self._drain_timer: Timer | None = None
@@ -86,7 +87,6 @@ class ClusterApp(App[int]):
     # -- lifecycle -------------------------------------------------------------
 
     def on_mount(self) -> None:
-        from clusterd.tui.screens.detail import DetailScreen
         from clusterd.tui.screens.sweeps import SweepsScreen
         from clusterd.tui.screens.trials import TrialsScreen
 
@@ -98,6 +98,8 @@ class ClusterApp(App[int]):
         if sweep is not None:
             self.push_screen(TrialsScreen(sweep))
             if trial is not None:
+                from clusterd.tui.screens.detail import DetailScreen  # plotext: only when used
+
                 self.push_screen(DetailScreen(sweep, trial))
         self._feed()
 
@@ -109,7 +111,7 @@ class ClusterApp(App[int]):
         self._shutdown_feed()
 
     def _shutdown_feed(self) -> None:
-        self._closing = True
+        self._feed_stopped = True
         self._wake.set()
         stream = self._stream
         if stream is not None:
@@ -129,8 +131,14 @@ class ClusterApp(App[int]):
 
     # -- the event feed --------------------------------------------------------
 
-    def set_topic(self, topic: str | None) -> bool:
-        """Follow ``topic`` from now on; True if its stream is already live (load now)."""
+    def set_topic(self, screen: Screen[Any], topic: str | None) -> bool:
+        """Follow ``topic`` for ``screen``; True if its stream is already live (load now).
+
+        Only the top screen steers the feed: screens pushed together at start-up are all
+        resumed once, and the ones underneath must not switch the subscription back.
+        """
+        if screen is not self.screen:
+            return False
         if topic == self._topic:
             return self._live_topic == topic
         self._topic = topic
@@ -146,17 +154,18 @@ class ClusterApp(App[int]):
         """Keep one subscription open for the current topic, reconnecting with back-off."""
         worker = get_current_worker()
         delay = RETRY_FIRST
-        while not (worker.is_cancelled or self._closing):
+        while not (worker.is_cancelled or self._feed_stopped):
             topic = self._topic
             try:
-                stream = self.backend.subscribe(topic)
                 version = (self.backend.call("ping") or {}).get("version")
+                stream = self.backend.subscribe(topic)
             except DaemonUnreachable as exc:
                 self.post_message(ConnectionChanged(False, _why(exc)))
                 delay = self._sleep(delay)
                 continue
-            except ClusterdError as exc:  # e.g. the sweep was removed: keep the header calm
-                self.post_message(ConnectionChanged(True, str(exc)))
+            except ClusterdError as exc:  # the daemon is there; the sweep is not
+                if isinstance(exc, NotFound) and topic is not None:
+                    self.post_message(TopicGone(topic, str(exc)))
                 delay = self._sleep(delay)
                 continue
             delay = RETRY_FIRST
@@ -165,7 +174,7 @@ class ClusterApp(App[int]):
             self.post_message(Subscribed(topic))
             overflow = self._pump(stream, topic)
             self._stream = None
-            if not (overflow or self._closing or topic != self._topic):
+            if not (overflow or self._feed_stopped or topic != self._topic):
                 self.post_message(ConnectionChanged(False, "daemon went away; reconnecting…"))
                 delay = self._sleep(delay)
 
@@ -205,6 +214,11 @@ class ClusterApp(App[int]):
             if getattr(screen, "topic", False) == message.sweep:
                 screen.post_message(Subscribed(message.sweep))
 
+    def on_topic_gone(self, message: TopicGone) -> None:
+        for screen in self.screen_stack:
+            if getattr(screen, "topic", None) == message.sweep:
+                screen.post_message(TopicGone(message.sweep, message.text))
+
     def on_events_pending(self, message: EventsPending) -> None:
         wait = self._last_drain + DRAIN_INTERVAL - time.monotonic()
         if wait <= 0:
@@ -222,6 +236,12 @@ class ClusterApp(App[int]):
         if not events:
             return
         self.events_seen += len(events)
+        topic = self._live_topic
+        if (
+            isinstance(topic, str)
+            and {"type": "sweep", "name": topic, "state": "removed"} in events
+        ):
+            self.on_topic_gone(TopicGone(topic, f"sweep {topic} was removed"))
         for screen in self.screen_stack:
             apply = getattr(screen, "apply_events", None)
             if apply is not None and getattr(screen, "topic", False) == self._live_topic:

@@ -9,7 +9,6 @@ is called from a ``@work(thread=True)`` worker, never from the event loop.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -22,9 +21,10 @@ from clusterd.errors import ClusterdError, DaemonUnreachable, InvalidRequest
 
 __all__ = ["Backend", "EventStream", "LogChunk", "SocketBackend", "read_log"]
 
-#: The TUI reads replies up to this size: a 10,000-trial ``trials`` reply is ~3 MB,
-#: more than the 1 MiB that ``clusterd.client.Client`` accepts.
-MAX_REPLY = 256 << 20
+#: Ops that change nothing: resent once if the kept connection turns out to be stale.
+READ_OPS = frozenset(
+    {"ping", "sweeps", "trials", "show", "logs", "export", "gpus", "metrics", "gpu_samples"}
+)
 #: How much of a log file the first read of a tail returns.
 LOG_TAIL_BYTES = 64 << 10
 
@@ -97,19 +97,7 @@ def read_log(path: str, offset: int | None, tail: int = LOG_TAIL_BYTES) -> LogCh
 
 
 class _TuiClient(Client):
-    """``Client`` reading replies larger than the protocol's 1 MiB request limit."""
-
-    def _read(self) -> dict[str, Any]:
-        line = self._file.readline(MAX_REPLY)
-        if not line:
-            raise DaemonUnreachable("the daemon closed the connection")
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise InvalidRequest("the daemon sent a line that is not JSON") from None
-        if not isinstance(obj, dict):
-            raise InvalidRequest("the daemon sent a line that is not a JSON object")
-        return obj
+    """``Client`` whose blocked reader another thread can wake (to switch subscriptions)."""
 
     def interrupt(self) -> None:
         """Unblock a reader in another thread (``close`` alone does not wake it)."""
@@ -156,15 +144,25 @@ class SocketBackend:
 
     def call(self, op: str, **args: Any) -> Any:
         with self._lock:
+            reused = self._client._sock is not None
             try:
-                if self._client._sock is None:
-                    self._client.connect()
-                return self._client.call(op, **args)
-            except (DaemonUnreachable, InvalidRequest, OSError) as exc:
-                self._client.close()
-                if isinstance(exc, ClusterdError):
+                return self._call(op, args)
+            except DaemonUnreachable:
+                if not (reused and op in READ_OPS):
                     raise
-                raise DaemonUnreachable(f"lost the connection to the daemon: {exc}") from None
+            # the kept connection went stale (the daemon restarted): a read is safe to resend
+            return self._call(op, args)
+
+    def _call(self, op: str, args: dict[str, Any]) -> Any:
+        try:
+            if self._client._sock is None:
+                self._client.connect()
+            return self._client.call(op, **args)
+        except (DaemonUnreachable, InvalidRequest, OSError) as exc:
+            self._client.close()
+            if isinstance(exc, ClusterdError):
+                raise
+            raise DaemonUnreachable(f"lost the connection to the daemon: {exc}") from None
 
     def subscribe(self, sweep: str | None) -> EventStream:
         client = _TuiClient(self.address, timeout=self._timeout)

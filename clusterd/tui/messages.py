@@ -21,8 +21,10 @@ __all__ = [
     "LogRead",
     "PlotLoaded",
     "RequestFailed",
+    "RowsRefreshed",
     "Subscribed",
     "SweepsLoaded",
+    "TopicGone",
     "TrialExtrasLoaded",
     "TrialsLoaded",
 ]
@@ -51,6 +53,14 @@ class Subscribed(Message, bubble=False):
 
 
 @dataclass
+class TopicGone(Message, bubble=False):
+    """The sweep ``sweep`` does not exist (any more): screens showing it close."""
+
+    sweep: str
+    text: str
+
+
+@dataclass
 class EventsPending(Message):
     """Events wait in the app's buffer; the app drains it (rate-limited) on the UI thread."""
 
@@ -71,6 +81,14 @@ class TrialsLoaded(Message):
     trials: list[dict[str, Any]]
     summary: dict[str, Any] | None
     fetched_at: float
+
+
+@dataclass
+class RowsRefreshed(Message):
+    """``show`` replies of a few trials whose attempt just ended (see TrialsScreen)."""
+
+    sweep: str
+    views: list[dict[str, Any]]
 
 
 @dataclass

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 __all__ = [
@@ -90,13 +91,10 @@ class TrialRow:
     runtime_done: float | None = None
     running_since: float | None = None
     version: int = 0
-    params_str: str = ""
-    search_str: str = ""
+    _params_str: str | None = None
 
     @classmethod
     def from_view(cls, view: dict[str, Any]) -> TrialRow:
-        params = view.get("params") or {}
-        text = params_text(params)
         return cls(
             index=int(view["index"]),
             state=str(view["state"]),
@@ -106,10 +104,22 @@ class TrialRow:
             best_value=view.get("best_value"),
             best_step=view.get("best_step"),
             reason=view.get("reason"),
-            params=params,
-            params_str=text,
-            search_str=text.lower(),
+            params=view.get("params") or {},
         )
+
+    @property
+    def params_str(self) -> str:
+        """Worked out on first use: most of 10,000 rows are never drawn nor searched."""
+        if self._params_str is None:
+            self._params_str = params_text(self.params)
+        return self._params_str
+
+    def refresh(self, view: dict[str, Any]) -> None:
+        """Take the fields a ``trials``/``show`` view carries (newer than our events)."""
+        for key in ("state", "reason", "last_step", "last_value", "best_value", "best_step"):
+            setattr(self, key, view.get(key))
+        self.attempts = int(view.get("attempts") or 0)
+        self.version += 1
 
     def runtime(self, now: float) -> float | None:
         if self.runtime_done is None and self.running_since is None:
@@ -232,7 +242,10 @@ class TrialSet:
             rows = [r for r in rows if r.state == self.state_filter]
         if self.search:
             needles = self.search.lower().split()
-            rows = [r for r in rows if all(n in r.search_str for n in needles)]
+            rows = [r for r in rows if all(n in r.params_str.lower() for n in needles)]
+        if self.sort_key == "index":  # no None to place; rows come nearly sorted (linear)
+            self.view = sorted(rows, key=attrgetter("index"), reverse=self.descending)
+            return self.view
         key = SORT_KEYS[self.sort_key]
         keyed = [(key(r, now), r.index, r) for r in rows]
         present = [k for k in keyed if k[0] is not None]

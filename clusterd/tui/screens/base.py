@@ -15,7 +15,7 @@ from textual import work
 from textual.screen import Screen
 
 from clusterd.errors import ClusterdError
-from clusterd.tui.messages import ActionDone, RequestFailed, Subscribed
+from clusterd.tui.messages import ActionDone, RequestFailed, Subscribed, TopicGone
 from clusterd.tui.screens.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -40,11 +40,17 @@ class LiveScreen(Screen[None]):
         return cast("ClusterApp", self.app)
 
     def on_screen_resume(self) -> None:
-        if self.capp.set_topic(self.topic) and not self.loaded:
+        if self.capp.set_topic(self, self.topic) and not self.loaded:
             self.load()
 
     def on_subscribed(self, message: Subscribed) -> None:
         self.load()
+
+    def on_topic_gone(self, message: TopicGone) -> None:
+        """Our sweep does not exist: say so once, and close (screens above close first)."""
+        if self.app.screen is self:
+            self.notify(message.text, severity="warning")
+            self.dismiss()
 
     def load(self) -> None:
         """Re-read this screen's state from the daemon (in a worker)."""

@@ -19,23 +19,23 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from clusterd.errors import ClusterdError
-from clusterd.tui.messages import DetailLoaded, LogRead, PlotLoaded, RequestFailed
+from clusterd.tui.messages import DetailLoaded, PlotLoaded, RequestFailed
 from clusterd.tui.model import FINAL_STATES, fmt_duration, fmt_value
 from clusterd.tui.screens.actions import ActionsMixin
 from clusterd.tui.styles import state_styles
 from clusterd.tui.widgets.gpu_panel import GpuPanel
 from clusterd.tui.widgets.header import StatusHeader
+from clusterd.tui.widgets.log_tail import LogTail
 from clusterd.tui.widgets.metric_plot import MetricPlot
+from clusterd.tui.widgets.text_line import TextLine
 
 __all__ = ["DetailScreen"]
 
 SHOW_DEBOUNCE = 0.5
 PLOT_MIN_INTERVAL = 3.0
-LOG_FOLLOW_INTERVAL = 1.0
-LOG_MAX_LINES = 5000
 
 
 def _when(t: float | None) -> str:
@@ -68,15 +68,11 @@ class DetailScreen(ActionsMixin):
         Binding("y", "copy_path", "Copy dir"),
     ]
     DEFAULT_CSS = """
-    DetailScreen #summary {
-        height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis;
-    }
+    DetailScreen #summary { height: 2; padding: 0 1; background: $boost; }
     DetailScreen TabbedContent { height: 1fr; }
     DetailScreen ContentSwitcher { height: 1fr; }
     DetailScreen TabPane { height: 1fr; }
     DetailScreen TabPane { padding: 0 1; }
-    DetailScreen #log-title { height: 1; color: $text-muted; }
-    DetailScreen Log { height: 1fr; }
     DetailScreen #plot-note { height: 1; color: $text-muted; }
     """
 
@@ -87,20 +83,14 @@ class DetailScreen(ActionsMixin):
         self.name_ = f"{sweep}/{index}"
         self.topic = sweep
         self.show: dict[str, Any] = {}
-        self.log_stream = "stdout"
-        self.log_attempt: int | None = None  # None: the latest
-        self.shown_attempt: int | None = None
-        self.log_path: str | None = None
-        self.log_offset: int | None = None
-        self.log_live = False
         self._show_timer: Timer | None = None
         self._plot_at = 0.0
         self._plot_stale = True
-        self._follow: Timer | None = None
+        self._plot_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.sweep, str(self.index))
-        yield Static(id="summary")
+        yield TextLine(id="summary")
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"), VerticalScroll():
                 yield Static(id="overview-body")
@@ -109,8 +99,7 @@ class DetailScreen(ActionsMixin):
                 yield Static(id="plot-note")
                 yield GpuPanel()
             with TabPane("Log", id="log"):
-                yield Static(id="log-title")
-                yield Log(max_lines=LOG_MAX_LINES, auto_scroll=True)
+                yield LogTail(self.name_)
             with TabPane("History", id="history"), VerticalScroll():
                 yield Static(id="history-body")
         yield Footer()
@@ -130,7 +119,7 @@ class DetailScreen(ActionsMixin):
         if self.active_tab == "plot" or self._plot_stale:
             self._fetch_plot()
         if self.active_tab == "log":
-            self._open_log()
+            self.log_tail.show()
 
     @work(thread=True, exclusive=True, group="show")
     def _fetch_show(self) -> None:
@@ -160,7 +149,7 @@ class DetailScreen(ActionsMixin):
         self._render_overview()
         self._render_history()
         if self.active_tab == "log" and was_live and self.show.get("state") in FINAL_STATES:
-            self._open_log(keep_offset=True)  # read the last lines the attempt wrote
+            self.log_tail.show(keep_offset=True)  # read the last lines the attempt wrote
 
     async def on_plot_loaded(self, message: PlotLoaded) -> None:
         self._plot_at = time.monotonic()
@@ -189,7 +178,22 @@ class DetailScreen(ActionsMixin):
                 self._show_timer = self.set_timer(SHOW_DEBOUNCE, self._reload_show)
         self._render_summary()
         self._plot_stale = True
-        if self.active_tab == "plot" and time.monotonic() - self._plot_at > PLOT_MIN_INTERVAL:
+        self._want_plot()
+
+    def _want_plot(self) -> None:
+        """Re-read the plot while it is shown, at most every PLOT_MIN_INTERVAL seconds,
+        and once more after the last event (so the final points always show)."""
+        if self.active_tab != "plot" or self._plot_timer is not None:
+            return
+        wait = self._plot_at + PLOT_MIN_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._fetch_plot()
+        else:
+            self._plot_timer = self.set_timer(wait, self._plot_due)
+
+    def _plot_due(self) -> None:
+        self._plot_timer = None
+        if self._plot_stale:
             self._fetch_plot()
 
     def _reload_show(self) -> None:
@@ -201,10 +205,9 @@ class DetailScreen(ActionsMixin):
         if tab == "plot" and self._plot_stale and self.loaded:
             self._fetch_plot()
         if tab == "log":
-            self._open_log()
-        elif self._follow is not None:
-            self._follow.stop()
-            self._follow = None
+            self.log_tail.show()
+        else:
+            self.log_tail.hide()
 
     # -- rendering -------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class DetailScreen(ActionsMixin):
         if s.get("waiting_for"):
             reason = f"waiting for: {s['waiting_for']}"
         second = Text(reason, style="dim")
-        self.query_one("#summary", Static).update(Text("\n").join([first, second]))
+        self.query_one("#summary", TextLine).show(Text("\n").join([first, second]))
 
     def _render_overview(self) -> None:
         s = self.show
@@ -267,91 +270,19 @@ class DetailScreen(ActionsMixin):
             )
         self.query_one("#history-body", Static).update(table)
 
-    # -- log tail --------------------------------------------------------------
+    # -- actions ---------------------------------------------------------------
 
-    def _open_log(self, keep_offset: bool = False) -> None:
-        if not keep_offset:
-            self.log_offset = None
-        self._fetch_log(self.log_stream, self.log_attempt, self.log_offset)
-
-    @work(thread=True, exclusive=True, group="log")
-    def _fetch_log(self, stream: str, attempt: int | None, offset: int | None) -> None:
-        backend = self.capp.backend
-        args: dict[str, Any] = {"trial": self.name_, "stderr": stream == "stderr"}
-        if attempt is not None:
-            args["attempt"] = attempt
-        try:
-            info = backend.call("logs", **args)
-        except ClusterdError as exc:
-            self.post_message(LogRead(self.name_, 0, stream, "", str(exc), 0, True, False, True))
-            return
-        chunk = backend.read_log(info["path"], offset)
-        self.post_message(
-            LogRead(
-                self.name_,
-                info["attempt"],
-                stream,
-                info["path"],
-                chunk.text,
-                chunk.offset,
-                chunk.reset,
-                bool(info.get("live")),
-                chunk.missing,
-            )
-        )
-
-    def on_log_read(self, message: LogRead) -> None:
-        if message.stream != self.log_stream:
-            return
-        log = self.query_one(Log)
-        if message.reset:
-            log.clear()
-        if message.text:
-            log.write(message.text)
-        self.log_path = message.path or None
-        self.log_offset = message.offset
-        self.log_live = message.live
-        total = len(self.show.get("attempt_list") or []) or message.attempt
-        title = Text.assemble(
-            (message.stream, "bold"),
-            f" · attempt {message.attempt} of {total}" if message.attempt else "",
-            " · " + ("live" if message.live else "ended"),
-            " · o: stdout/stderr · [ ]: attempt",
-        )
-        if message.missing:
-            detail = message.text if not message.path else f"no file yet: {message.path}"
-            title.append(f"\n{detail}", style="dim")
-            log.clear()
-        self.query_one("#log-title", Static).update(title)
-        if message.attempt:
-            self.shown_attempt = message.attempt
-        self._follow_log(message.live and self.active_tab == "log")
-
-    def _follow_log(self, on: bool) -> None:
-        if on and self._follow is None:
-            self._follow = self.set_interval(LOG_FOLLOW_INTERVAL, self._poll_log)
-        elif not on and self._follow is not None:
-            self._follow.stop()
-            self._follow = None
-
-    def _poll_log(self) -> None:
-        self._fetch_log(self.log_stream, self.log_attempt, self.log_offset)
+    @property
+    def log_tail(self) -> LogTail:
+        return self.query_one(LogTail)
 
     def action_toggle_stream(self) -> None:
-        self.log_stream = "stderr" if self.log_stream == "stdout" else "stdout"
         self.action_tab("log")
-        self._open_log()
+        self.log_tail.toggle_stream()
 
     def action_attempt(self, delta: int) -> None:
-        total = len(self.show.get("attempt_list") or [])
-        if total == 0:
-            return
-        current = self.log_attempt or self.shown_attempt or total
-        self.log_attempt = max(1, min(total, current + delta))
         self.action_tab("log")
-        self._open_log()
-
-    # -- actions ---------------------------------------------------------------
+        self.log_tail.step_attempt(delta, len(self.show.get("attempt_list") or []))
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

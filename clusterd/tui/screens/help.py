@@ -29,7 +29,18 @@ _KEY_NAMES = {
 
 
 #: Textual's own bindings that say nothing about clusterd
-_SYSTEM_ACTIONS = frozenset({"focus_next", "focus_previous", "copy_text", "screenshot"})
+_SYSTEM_ACTIONS = frozenset(
+    {
+        "focus_next",
+        "focus_previous",
+        "copy_text",
+        "screenshot",
+        "scroll_left",
+        "scroll_right",
+        "page_left",
+        "page_right",
+    }
+)
 
 
 def _key(key: str) -> str:
@@ -41,7 +52,8 @@ def bindings_table(screen: Screen[Any]) -> Table:
     grouped: dict[tuple[int, str], tuple[list[str], str]] = {}
     for key, active in screen.active_bindings.items():
         binding = active.binding
-        if binding.action in _SYSTEM_ACTIONS or key in ("ctrl+c", "ctrl+q"):
+        action = binding.action.rpartition(".")[2]
+        if action in _SYSTEM_ACTIONS or key in ("ctrl+c", "ctrl+q"):
             continue
         slot = grouped.setdefault((id(active.node), binding.action), ([], binding.description))
         if _key(key) not in slot[0]:

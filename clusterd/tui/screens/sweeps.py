@@ -167,6 +167,7 @@ class SweepsScreen(ActionsMixin):
             )
             return
         d = sweep.data
+        styles, narrow = state_styles(self.app), self.size.width < 120
         metric = f"{d.get('metric')} ({d.get('mode')})" if d.get("metric") else "no metric"
         created = d.get("created_at")
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "-"
@@ -175,7 +176,9 @@ class SweepsScreen(ActionsMixin):
                 (sweep.name, "bold"),
                 f" · {d.get('driver')} · {metric} · best {fmt_value(d.get('best'))}"
                 f" · since {since}\n",
-                state_legend(sweep.counts, state_styles(self.app)),
+                state_bar(sweep.counts, 30 if narrow else 40, styles),
+                "  ",
+                state_legend(sweep.counts, styles, short=narrow),
                 f"\n{d.get('output_dir', '')}",
             )
         )

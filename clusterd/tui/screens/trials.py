@@ -19,7 +19,13 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input
 
 from clusterd.errors import ClusterdError, NotFound
-from clusterd.tui.messages import RequestFailed, TrialExtrasLoaded, TrialsLoaded
+from clusterd.tui.messages import (
+    RequestFailed,
+    RowsRefreshed,
+    TopicGone,
+    TrialExtrasLoaded,
+    TrialsLoaded,
+)
 from clusterd.tui.model import SORT_KEYS, TrialSet, fmt_value
 from clusterd.tui.screens.actions import ActionsMixin
 from clusterd.tui.screens.dialogs import FilterScreen
@@ -35,6 +41,9 @@ __all__ = ["TrialsScreen"]
 GPU_REFRESH = 30.0
 #: a trial index we do not know (``submit --extend``) re-reads the list after this delay
 RELOAD_DEBOUNCE = 1.0
+#: trials whose attempt ended are re-read one by one up to this many at a time, else
+#: the whole list is, at most every FULL_RELOAD_MIN seconds
+ENDED_BATCH, FULL_RELOAD_MIN = 20, 10.0
 
 
 class TrialsScreen(ActionsMixin):
@@ -74,6 +83,9 @@ class TrialsScreen(ActionsMixin):
         self._reload: Timer | None = None
         self._gpu_at = 0.0
         self.first_paint_at: float | None = None
+        self._ended: set[int] = set()
+        self._ended_timer: Timer | None = None
+        self._loaded_at = 0.0
         self._counts: dict[str, int] = {}
         self._best: tuple[float | None, int | None] = (None, None)
 
@@ -88,6 +100,7 @@ class TrialsScreen(ActionsMixin):
     def on_mount(self) -> None:
         table = self.query_one(TrialTable)
         table.empty_text = "loading…"
+        table.on_cursor = lambda row: self._show_viewbar()
         table.focus()
         self.set_interval(1.0, table.tick)
         self.watch(self.app, "theme", lambda _: self._show_summary())
@@ -100,6 +113,7 @@ class TrialsScreen(ActionsMixin):
 
     def load(self) -> None:
         self._reload = None
+        self._loaded_at = time.monotonic()
         self._fetch()
 
     @work(thread=True, exclusive=True, group="load")
@@ -109,9 +123,10 @@ class TrialsScreen(ActionsMixin):
             trials = backend.call("trials", sweep=self.sweep)
             summary = next((s for s in backend.call("sweeps") if s["name"] == self.sweep), None)
         except ClusterdError as exc:
-            self.post_message(RequestFailed("trials", str(exc)))
             if isinstance(exc, NotFound):
-                self.app.call_from_thread(self._gone)
+                self.post_message(TopicGone(self.sweep, str(exc)))
+            else:
+                self.post_message(RequestFailed("trials", str(exc)))
             return
         self.post_message(TrialsLoaded(self.sweep, trials, summary, self.capp.clock()))
 
@@ -166,13 +181,12 @@ class TrialsScreen(ActionsMixin):
         for event in events:
             if event.get("type") == "sweep" and event.get("name") == self.sweep:
                 self.summary["state"] = event.get("state")
-                if event.get("state") == "removed":
-                    self._gone()
-                    return
         changed, resort, unknown = self.trials.apply(events)
         if unknown and self._reload is None:
             self._reload = self.set_timer(RELOAD_DEBOUNCE, self.load)
-        if any(e.get("type") == "trial" for e in events):
+        transitions = [e for e in events if e.get("type") == "trial"]
+        self._note_ended(transitions)
+        if transitions:
             self._recount()
         else:
             self._improve(self.trials.rows[i] for i in changed)
@@ -185,10 +199,43 @@ class TrialsScreen(ActionsMixin):
             self._gpu_at = time.monotonic()
             self._fetch_extras(runtimes=False)
 
-    def _gone(self) -> None:
-        self.notify(f"sweep {self.sweep} no longer exists", severity="warning")
-        if self.app.screen is self:
-            self.app.pop_screen()
+    def _note_ended(self, transitions: list[dict[str, Any]]) -> None:
+        """Re-read trials whose attempt just ended: the last metrics an attempt wrote are
+        ingested as it ends, and the daemon sends no ``progress`` event for them."""
+        self._ended.update(e["index"] for e in transitions if e.get("from") == "running")
+        if self._ended and self._ended_timer is None:
+            self._ended_timer = self.set_timer(0.3, self._refresh_ended)
+
+    def _refresh_ended(self) -> None:
+        self._ended_timer = None
+        indices, self._ended = sorted(self._ended), set()
+        if len(indices) <= ENDED_BATCH:
+            self._fetch_rows(indices)
+        elif self._reload is None:
+            wait = max(0.0, self._loaded_at + FULL_RELOAD_MIN - time.monotonic())
+            self._reload = self.set_timer(wait or 0.01, self.load)
+
+    @work(thread=True, group="rows")
+    def _fetch_rows(self, indices: list[int]) -> None:
+        try:
+            views = [self.capp.backend.call("show", trial=f"{self.sweep}/{i}") for i in indices]
+        except ClusterdError:
+            return  # the next load brings them
+        self.post_message(RowsRefreshed(self.sweep, views))
+
+    def on_rows_refreshed(self, message: RowsRefreshed) -> None:
+        changed = set()
+        for view in message.views:
+            row = self.trials.rows.get(view["index"])
+            if row is not None:
+                row.refresh(view)
+                changed.add(row.index)
+        self._recount()
+        if self.trials.state_filter or self.trials.sort_key not in ("index", "attempts"):
+            self._refresh_view()
+        else:
+            self.table.rows_changed(changed)
+            self._show_summary()
 
     # -- rendering -------------------------------------------------------------
 
@@ -241,9 +288,6 @@ class TrialsScreen(ActionsMixin):
             value, index = self._best
             parts.append(f"best {metric} {fmt_value(value)}" + (f" (#{index})" if index else ""))
         self.query_one("#viewbar", TextLine).show(" · ".join(parts))
-
-    def on_trial_table_highlighted(self, message: TrialTable.Highlighted) -> None:
-        self._show_viewbar()
 
     # -- view controls ---------------------------------------------------------
 

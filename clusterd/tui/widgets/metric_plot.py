@@ -51,14 +51,27 @@ class MetricPlot(PlotextPlot):
         best = reply.get("best") or {}
         if len(median) > 1:
             xs, ys = zip(*median, strict=True)
-            plt.plot(xs, ys, label="median", marker="braille", color=_rgb(self.app, "text-warning"))
+            plt.plot(xs, ys, label="median", marker="hd", color=_rgb(self.app, "text-warning"))
         if best.get("points") and best.get("trial") != reply.get("trial"):
             xs, ys = zip(*best["points"], strict=True)
-            label = f"best ({best['trial'].rpartition('/')[2]})"
-            plt.plot(xs, ys, label=label, marker="braille", color=_rgb(self.app, "text-success"))
+            label = f"best #{best['trial'].rpartition('/')[2]}"
+            plt.plot(xs, ys, label=label, marker="hd", color=_rgb(self.app, "text-success"))
         xs, ys = zip(*points, strict=True)
-        plt.plot(xs, ys, label="this trial", marker="braille", color=_rgb(self.app, "text-primary"))
+        plt.plot(xs, ys, label="this trial", marker="hd", color=_rgb(self.app, "text-primary"))
+        steps = (
+            [p[0] for p in points]
+            + [p[0] for p in median]
+            + [p[0] for p in best.get("points") or []]
+        )
+        plt.xticks(_int_ticks(min(steps), max(steps)))
         mode = reply.get("mode")
         plt.title(f"{name} ({mode})" if mode else name)
         plt.xlabel("step")
         self.refresh()
+
+
+def _int_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Whole-number step ticks (plotext would label steps 9.8, 19.5, ...)."""
+    low_i, high_i = int(low), int(high)
+    stride = max(1, -(-max(1, high_i - low_i) // (most - 1)))
+    return [float(t) for t in range(low_i, high_i + 1, stride)]

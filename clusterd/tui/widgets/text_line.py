@@ -17,7 +17,7 @@ class TextLine(Widget):
     """One or more lines of ``Text``; the height comes from CSS, not from the content."""
 
     DEFAULT_CSS = """
-    TextLine { height: 1; }
+    TextLine { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, id: str | None = None, classes: str | None = None) -> None:
@@ -30,8 +30,6 @@ class TextLine(Widget):
 
     def show(self, text: Text | str) -> None:
         self._text = Text(text) if isinstance(text, str) else text
-        self._text.no_wrap = True
-        self._text.overflow = "ellipsis"
         self.refresh()
 
     def render(self) -> Text:

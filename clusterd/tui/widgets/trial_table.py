@@ -10,6 +10,8 @@ for rows off screen. Column widths are fixed; ``params`` takes what is left.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -152,6 +154,8 @@ class TrialTable(ScrollView, can_focus=True):
         self._lines: dict[tuple[Any, ...], Strip] = {}
         self._tick = 0
         self.lines_rendered = 0  # for the benchmark: proves off-screen rows cost nothing
+        #: called as the cursor moves, before the repaint (the screen's status line)
+        self.on_cursor: Callable[[TrialRow], None] | None = None
 
     # -- data ------------------------------------------------------------------
 
@@ -180,8 +184,6 @@ class TrialTable(ScrollView, can_focus=True):
         return self.rows[top : top + max(0, self.size.height - 1)]
 
     def _now(self) -> float:
-        import time
-
         return float(self._clock()) if self._clock else time.time()
 
     # -- cursor ----------------------------------------------------------------
@@ -191,6 +193,8 @@ class TrialTable(ScrollView, can_focus=True):
         self.refresh()
         row = self.current
         if row is not None:
+            if self.on_cursor is not None:
+                self.on_cursor(row)  # same frame as the cursor: no message round trip
             self.post_message(self.Highlighted(row.index))
 
     def _scroll_to_cursor(self) -> None:
