@@ -86,7 +86,7 @@ def decode_request(line: bytes) -> Request:
         raise InvalidRequest(f"request is {len(line)} bytes; the limit is {MAX_LINE}")
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest(f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidRequest(f"request must be a JSON object, got {type(obj).__name__}")

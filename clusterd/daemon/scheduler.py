@@ -24,7 +24,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,8 +137,10 @@ class Scheduler:
                 await self.tick()
             except ClusterdError as exc:
                 log.error("pass failed: %s", exc.message)
+                self._cursors.clear()  # they may have advanced in a rolled-back transaction
             except Exception:
                 log.exception("pass failed")
+                self._cursors.clear()
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
@@ -196,7 +198,7 @@ class Scheduler:
         if statuses is None:
             return
         health.last_poll_at = time.time()
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             for attempt in tracked:
                 status = statuses.get(attempt.token)
                 if status is not None:
@@ -295,7 +297,7 @@ class Scheduler:
         if not live:
             return
         lines = 0
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             for attempt in live:
                 cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
                 result = ingest_attempt(self.store, conn, cursor)
@@ -391,7 +393,7 @@ class Scheduler:
                 }
             )
             requests.append(self._request(sweep, spec, trial.index, number, token, adir))
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             self.store.add_attempts(conn, rows)
             for trial, row in zip(trials, rows, strict=True):
                 self.store.transition(
@@ -404,7 +406,7 @@ class Scheduler:
         if not accepted:
             return  # attempts stay 'submitting'; found or resubmitted on a later pass
         now = time.time()
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             from sqlalchemy import select
 
             from clusterd.daemon.store import A
@@ -432,7 +434,7 @@ class Scheduler:
             return
         now = time.time()
         resubmit: list[Any] = []
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             for attempt in attempts:
                 if attempt.token in found:
                     self.store.update_attempt(
@@ -512,7 +514,7 @@ class Scheduler:
 
     async def cancel(self, sweep_name: str, index: int | None = None) -> dict[str, int]:
         """Cancel pending trials at once; ask the driver to stop live ones."""
-        with self.store.tx() as conn:
+        with self._tx() as conn:
             sweep = self.store.require_sweep(conn, sweep_name)
             if index is None:
                 trials = [
@@ -538,12 +540,23 @@ class Scheduler:
 
     # -- helpers --------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A store transaction; if it fails, forget the cached ingestion cursors, which may
+        have advanced past lines whose rows were rolled back (they are re-read from the DB)."""
+        try:
+            with self.store.tx() as conn:
+                yield conn
+        except BaseException:
+            self._cursors.clear()
+            raise
+
     def _finish_sweeps(self) -> None:
         with self.store.read() as conn:
             active = self.store.active_sweeps(conn)
             done = [s for s in active if not self.store.has_unfinished(conn, s.id)]
         if done:
-            with self.store.tx() as conn:
+            with self._tx() as conn:
                 for sweep in done:
                     self.store.set_sweep_state(conn, sweep, "done")
 

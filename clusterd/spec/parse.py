@@ -69,7 +69,7 @@ __all__ = [
     "placeholders",
 ]
 
-NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+NAME_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")  # "." and ".." are paths
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 DRIVER_RE = re.compile(r"[A-Za-z0-9_-]+")
 PLUGIN_RE = re.compile(r"[a-z0-9_-]+")
