@@ -30,7 +30,6 @@ Linux only (pidfd_open needs kernel >= 5.3).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import selectors
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
 from clusterd.drivers.forkserver import FORKED_FILE, ForkServerClient
 from clusterd.drivers.hookspecs import hookimpl
+from clusterd.drivers.jobfile import JOB_FILE, read_job_file, write_json_atomic
 from clusterd.errors import DriverError, SpecError, UnsupportedResource
 from clusterd.spec.model import Resources, SweepSpec
 
@@ -66,7 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JOB_FILE = "job.json"
 LOG_FILE = "driver.log"
 TOKEN_ENV = "CLUSTERD_JOB_TOKEN"
 NVIDIA_SMI = (
@@ -323,25 +322,6 @@ class _Capacity:
 # --------------------------------------------------------------------------- job.json
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Temp file + rename. No fsync: it guards against a daemon crash, and a host crash
-    kills the local jobs anyway (an unreadable job.json then reads as "never submitted")."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_job_file(attempt_dir: str, token: str) -> dict[str, Any] | None:
-    """The job.json of ``token`` in ``attempt_dir``; None if absent, unreadable or another's."""
-    try:
-        data = json.loads((Path(attempt_dir) / JOB_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("token") != token:
-        return None
-    return data
-
-
 def _request_to_json(job: JobRequest) -> dict[str, Any]:
     return {
         "sweep": job.sweep,
@@ -595,7 +575,7 @@ class LocalDriver(Driver):
         """Job ids from the attempts' job.json (written before the job could start)."""
         found = {}
         for ref in jobs:
-            data = _read_job_file(ref.attempt_dir, ref.token)
+            data = read_job_file(ref.attempt_dir, ref.token)
             if data is not None and isinstance(data.get("job_id"), str):
                 found[ref.token] = data["job_id"]
         return found
@@ -653,7 +633,7 @@ class LocalDriver(Driver):
         current = self._job_id(job.token)
         if current is not None:
             return current
-        if _read_job_file(job.attempt_dir, job.token) is not None:
+        if read_job_file(job.attempt_dir, job.token) is not None:
             ref = JobRef(job.token, None, job.attempt_dir)
             gone = self._recover(ref)
             return self._job_id(job.token) or (gone and gone.job_id) or _queued_job_id(job.token)
@@ -890,7 +870,7 @@ class LocalDriver(Driver):
         Adopts it if it still runs, re-queues it if it never started; otherwise
         returns the "gone" status to report.
         """
-        data = _read_job_file(ref.attempt_dir, ref.token)
+        data = read_job_file(ref.attempt_dir, ref.token)
         ids = parse_job_id(ref.job_id) or parse_job_id(data.get("job_id") if data else None)
         if ids is not None:
             adopted = self._adopt(ref, *ids, data)
@@ -923,12 +903,12 @@ class LocalDriver(Driver):
     def _write_state(self, token: str, attempt_dir: str, state: str, **fields: Any) -> None:
         """Record a transition in job.json, keeping what earlier transitions wrote."""
         path = Path(attempt_dir) / JOB_FILE
-        data = _read_job_file(attempt_dir, token) or {"version": 1, "driver": self.name}
+        data = read_job_file(attempt_dir, token) or {"version": 1, "driver": self.name}
         if "request" not in data and token in self._queue:
             data["request"] = _request_to_json(self._queue[token].request)
         data.update(fields, token=token, state=state, host=self._host)
         data.setdefault("job_id", _queued_job_id(token))
-        _write_json_atomic(path, data)
+        write_json_atomic(path, data)
 
     def _record(self, token: str, attempt_dir: str, state: str, **fields: Any) -> None:
         """``_write_state`` where the transition has happened anyway: a failed write is

@@ -51,7 +51,6 @@ import re
 import secrets
 import shlex
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
 from clusterd.drivers.hookspecs import hookimpl
+from clusterd.drivers.jobfile import JOB_FILE, read_job_file, write_json_atomic
 from clusterd.errors import DriverError, SpecError
 from clusterd.spec.model import Resources, SweepSpec
 
@@ -108,7 +108,6 @@ log = logging.getLogger(__name__)
 CommandRunner = Callable[[Sequence[str], float, str | None], subprocess.CompletedProcess[str]]
 """``(argv, timeout, stdin) -> CompletedProcess``; tests wrap it to count calls."""
 
-JOB_FILE = "job.json"
 STATE_DIR = ".slurm"  # under the sweep's output dir: batch scripts and early task output
 TOKEN_ENV = "CLUSTERD_JOB_TOKEN"
 NAME_PREFIX = "cd."
@@ -979,24 +978,6 @@ exit "$status"
 # --------------------------------------------------------------------------- job.json
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Temp file + rename, so a reader sees the old record or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_job_file(attempt_dir: str, token: str) -> dict[str, Any] | None:
-    """``job.json`` of ``token``; None if absent, unreadable or written for another token."""
-    try:
-        data = json.loads((Path(attempt_dir) / JOB_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("token") != token:
-        return None
-    return data
-
-
 def read_resume(attempt_dir: str) -> tuple[str, int] | None:
     """``(signal, signal_lead)`` from the attempt's launch.json (docs/runtime.md).
 
@@ -1130,7 +1111,7 @@ class SlurmDriver(Driver):
         found = self._resolve(jobs, None)
         wanted = [ref for ref in jobs if ref.token not in found]
         wanted = [ref for ref in wanted if _has_batch(ref)]
-        records = {ref.token: _read_job_file(ref.attempt_dir, ref.token) for ref in wanted}
+        records = {ref.token: read_job_file(ref.attempt_dir, ref.token) for ref in wanted}
         if not wanted:
             return found
         found.update(self._resolve(wanted, self._squeue_all()))
@@ -1358,7 +1339,7 @@ class SlurmDriver(Driver):
         }
         if siblings is not None:
             data.update(slot=slot, siblings=siblings)
-        _write_json_atomic(Path(job.attempt_dir) / JOB_FILE, data)
+        write_json_atomic(Path(job.attempt_dir) / JOB_FILE, data)
 
     def _adopt_leftovers(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
         """Jobs an earlier sbatch may have submitted although it failed or timed out."""
@@ -1441,7 +1422,7 @@ class SlurmDriver(Driver):
             if ref.job_id:
                 ids[ref.token] = ref.job_id
                 continue
-            data = _read_job_file(ref.attempt_dir, ref.token) or {}
+            data = read_job_file(ref.attempt_dir, ref.token) or {}
             slot = data.get("slot") if isinstance(data.get("slot"), int) else None
             if data.get("job_id"):
                 ids[ref.token] = _with_slot(str(data["job_id"]), slot)
@@ -1543,7 +1524,7 @@ def _cancel_slots(refs: Sequence[JobRef]) -> bool:
             (Path(ref.attempt_dir) / CANCEL_FILE).write_text(f"{time.time()}\n")
         except OSError as exc:
             raise DriverError(f"cannot write {CANCEL_FILE} in {ref.attempt_dir}: {exc}") from exc
-    record = _read_job_file(refs[0].attempt_dir, refs[0].token) or {}
+    record = read_job_file(refs[0].attempt_dir, refs[0].token) or {}
     siblings = record.get("siblings")
     if not isinstance(siblings, list):
         return False  # the CANCEL files do it, slot by slot
@@ -1560,7 +1541,7 @@ def _state_dir(job: JobRequest) -> Path:
 
 def _has_batch(ref: JobRef) -> bool:
     """True if job.json says an sbatch was (about to be) run for this attempt."""
-    return bool((_read_job_file(ref.attempt_dir, ref.token) or {}).get("batch"))
+    return bool((read_job_file(ref.attempt_dir, ref.token) or {}).get("batch"))
 
 
 def _lookup(jobs: Mapping[str, SlurmJob], job_id: str) -> SlurmJob | None:
