@@ -73,7 +73,17 @@ class Client:
             self._sock = None
 
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline()  # replies are not capped: an export can be large
+        try:
+            line = self._file.readline()  # replies are not capped: an export can be large
+        except TimeoutError:
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} did not answer within {self.timeout:g} s; it may "
+                "be busy or its database locked (see `clusterd status` and its log)"
+            ) from None
+        except OSError as exc:  # ECONNRESET and friends: the daemon died mid-request
+            raise DaemonUnreachable(
+                f"lost the connection to the daemon at {self.path}: {exc.strerror or exc}"
+            ) from None
         if not line:
             raise DaemonUnreachable("the daemon closed the connection")
         try:

@@ -25,7 +25,12 @@ from clusterd.daemon.hub import Hub
 from clusterd.daemon.scheduler import DriverSet, Scheduler
 from clusterd.daemon.server import Server
 from clusterd.daemon.store import Store
+from clusterd.daemon.searching import Proposer
+from clusterd.daemon.stopper import Stopper
 from clusterd.drivers.registry import build_plugin_manager, load_drivers
+from clusterd.search.registry import load_searchers
+from clusterd.stopping.registry import load_rules
+from clusterd.errors import ClusterdError, LeaseHeld
 
 __all__ = ["run_foreground"]
 
@@ -49,10 +54,16 @@ async def _main(home: Path) -> int:
         store = Store(engine)
         hub = Hub()
         store.on_change(hub.publish)
-        registry = load_drivers(build_plugin_manager())
+        plugins = build_plugin_manager()
+        registry = load_drivers(plugins)
         scheduler: Scheduler
         drivers = DriverSet({cls.name: cls for cls in registry}, lambda: scheduler.wake())
-        scheduler = Scheduler(store, drivers)
+        scheduler = Scheduler(
+            store,
+            drivers,
+            stopper=Stopper(store, {cls.name: cls for cls in load_rules(plugins)}),
+            proposer=Proposer(store, {cls.name: cls for cls in load_searchers(plugins)}),
+        )
         stop = asyncio.Event()
         ctx = Context(
             store=store,
@@ -89,6 +100,13 @@ async def _main(home: Path) -> int:
 
 
 async def _heartbeat(engine: Engine, holder: lease.Lease, stop: asyncio.Event) -> None:
+    """Renew the lease every HEARTBEAT_INTERVAL; stop the daemon only if it was taken over.
+
+    A failed renewal (the database locked past the busy timeout, a full disk, a server
+    restart) is logged and retried: our lease outlives it by ``ttl``, and if another
+    daemon took it over meanwhile, the next renewal says so (LeaseHeld) and we stop.
+    The renewal runs in a thread, so a locked database never freezes the socket.
+    """
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), HEARTBEAT_INTERVAL)
@@ -96,7 +114,10 @@ async def _heartbeat(engine: Engine, holder: lease.Lease, stop: asyncio.Event) -
         except TimeoutError:
             pass
         try:
-            lease.heartbeat(engine, holder)  # one short UPDATE; the loop owns the engine
-        except Exception as exc:
-            log.error("lost the database lease: %s; stopping", exc)
+            holder = await asyncio.to_thread(lease.heartbeat, engine, holder)
+        except LeaseHeld as exc:
+            log.error("lost the database lease: %s; stopping", exc.message)
             stop.set()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ClusterdError) else repr(exc)
+            log.warning("could not renew the database lease (will retry): %s", message)

@@ -2,8 +2,9 @@
 
 Principle 6: the socket is created 0600 inside the 0700 ``CLUSTERD_HOME`` and
 every connection's peer uid is read with SO_PEERCRED; a foreign uid gets one
-``forbidden`` error line and is closed. Lines are capped at ``MAX_LINE``; a
-client that does not read its replies within ``WRITE_TIMEOUT`` is dropped.
+``forbidden`` error line and is closed, and the refusal is logged. Lines are
+capped at ``MAX_LINE``; a client that does not read its replies within
+``WRITE_TIMEOUT`` is dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from clusterd import PROTOCOL_VERSION, __version__
 from clusterd.errors import ClusterdError, InvalidRequest
 from clusterd.protocol import MAX_LINE, Request, decode_request, encode, error_reply, ok_reply
 
-__all__ = ["Server", "peer_uid"]
+__all__ = ["Server", "peer_pid", "peer_uid"]
 
 log = logging.getLogger("clusterd.server")
 
@@ -31,11 +32,20 @@ WRITE_TIMEOUT = 10.0
 Handler = Callable[[Any, dict[str, Any]], Any]
 
 
+def _peercred(sock: socket.socket) -> tuple[int, int, int]:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return int(pid), int(uid), int(gid)
+
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (Linux SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return _peercred(sock)[1]
+
+
+def peer_pid(sock: socket.socket) -> int:
+    """The pid at the other end, for the log line of a refusal."""
+    return _peercred(sock)[0]
 
 
 class Forbidden(ClusterdError):
@@ -55,6 +65,7 @@ class Server:
         self.context = context
         self.stream = stream
         self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
 
     async def start(self) -> None:
@@ -70,18 +81,33 @@ class Server:
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
+        """Stop accepting, then end open connections (a TUI, a subscriber) quietly."""
         if self._server is not None:
             self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self.connections += 1
         try:
             sock = writer.get_extra_info("socket")
-            if peer_uid(sock) != os.getuid():
+            uid = peer_uid(sock)
+            if uid != os.getuid():
+                log.warning(
+                    "refused a connection from uid %d (pid %d): this daemon serves only uid %d",
+                    uid,
+                    peer_pid(sock),
+                    os.getuid(),
+                )
                 err = Forbidden("this daemon serves only its owner (peer uid differs)")
                 await self._write(writer, error_reply(None, err))
                 return
@@ -90,10 +116,16 @@ class Server:
             await self._requests(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Shutdown (close() above, or asyncio.run's final cancel): end quietly. Ending
+            # the task cancelled would make asyncio log a traceback for the connection.
+            pass
         except Exception:
             log.exception("connection failed")
         finally:
             self.connections -= 1
+            if task is not None:
+                self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

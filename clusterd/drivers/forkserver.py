@@ -5,8 +5,15 @@ site-packages, the runner's imports); forking it from a process that already
 imported the runner costs ~1 ms. The local driver starts this server once
 (``python -I -S forkserver.py``) and asks it, one JSON line per job, to fork:
 
-    -> {"argv": [...], "env": {...}, "cwd": "/abs", "log": "/abs/driver.log"}
+    -> {"argv": [...], "env": {...}, "cwd": "/abs", "log": "/abs/driver.log", "spawn": "ab12"}
     <- {"pid": 4242}              or    {"error": "..."}
+
+Before forking, the server *claims* the spawn: it creates ``<cwd>/.spawn-<spawn>``
+with ``O_EXCL`` (:func:`claim_spawn`). A restarted driver that finds a job.json left
+"starting" and no process makes the same claim: whoever creates the file first
+decides. If the driver wins, the request never reached a fork and never will (a
+request still sitting in a dead daemon's pipe is refused), so the job can be queued
+again; if the server won, the job was forked and is adopted, never run twice.
 
 Each child becomes a session leader (like ``start_new_session``), gets the job's
 environment, working directory and log, and then either runs the runner in
@@ -29,10 +36,27 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FORKED_FILE", "ForkServerClient", "runner_path", "serve"]
+__all__ = ["FORKED_FILE", "ForkServerClient", "claim_spawn", "runner_path", "serve"]
 
 #: written by each forked job in its working directory (the attempt dir): "pid starttime"
 FORKED_FILE = "forked.pid"
+#: ``<attempt dir>/.spawn-<id>``: whoever creates it decides whether spawn ``<id>`` happens
+CLAIM_PREFIX = ".spawn-"
+
+
+def claim_spawn(cwd: str, spawn: str) -> bool:
+    """Create the claim file of spawn ``spawn`` in ``cwd``; False if it was claimed already.
+
+    ``spawn`` is a hex id the driver chose; anything else is refused (it names a file).
+    """
+    if not spawn or not all(c in "0123456789abcdef" for c in spawn):
+        raise ValueError(f"bad spawn id {spawn!r}")
+    try:
+        fd = os.open(os.path.join(cwd, CLAIM_PREFIX + spawn), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
 
 
 def serve(runner_path: str) -> int:
@@ -57,11 +81,20 @@ def _fork(request: dict[str, Any], runner: Any, runner_path: str) -> int:
     argv = [str(a) for a in request["argv"]]
     env = {str(k): str(v) for k, v in request["env"].items()}
     _check_executable(argv[0], env.get("PATH", os.defpath))  # fail here, as Popen would
-    log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    cwd, spawn = request["cwd"], request.get("spawn")
+    if spawn is not None and not claim_spawn(cwd, str(spawn)):
+        raise FileExistsError(f"spawn {spawn} was claimed already: not forking it again")
     try:
-        pid = os.fork()
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(log_fd)
+            raise
     except OSError:
-        os.close(log_fd)
+        if spawn is not None:  # nothing was forked: the spawn may be tried again
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(cwd, CLAIM_PREFIX + str(spawn)))
         raise
     if pid:
         os.close(log_fd)
@@ -146,9 +179,13 @@ class ForkServerClient:
         self._argv = [python, "-I", "-S", os.path.join(here, "forkserver.py"), runner_path()]
         self._proc: Any = None
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str) -> int:
-        """Fork a job; return its pid. OSError if the server cannot do it."""
-        line = json.dumps({"argv": argv, "env": env, "cwd": cwd, "log": log}).encode() + b"\n"
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str, log: str, spawn: str | None = None
+    ) -> int:
+        """Fork a job (once per ``spawn`` id, see :func:`claim_spawn`); return its pid.
+        OSError if the server cannot do it."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "log": log, "spawn": spawn}
+        line = json.dumps(request).encode() + b"\n"
         for _ in range(2):  # one restart if the server had died
             proc = self._ensure()
             try:

@@ -20,9 +20,13 @@ Nothing is lost across a daemon restart, and nothing runs twice:
   running, or cancelled/failed) with the request itself, written by
   temp-file-and-rename before each transition. A restarted daemon's driver adopts
   running jobs (pidfds work for processes that are not our children), puts queued
-  ones back in its queue, and for a job caught "starting" looks for the session
-  leader carrying ``CLUSTERD_JOB_TOKEN=<token>`` in ``/proc`` before deciding it
-  never ran.
+  ones back in its queue, and for a job caught "starting" looks for the process
+  (the fork server's ``forked.pid``, or the session leader carrying
+  ``CLUSTERD_JOB_TOKEN=<token>`` in ``/proc``). Found: adopted. Not found: the
+  driver claims the spawn id recorded with "starting" (``forkserver.claim_spawn``,
+  the same ``O_EXCL`` file the spawner creates before forking). If the claim is
+  ours, the job never started and now never will from the old request: it is
+  queued again. If the spawner's, it did start, and ended without a trace.
 
 Linux only (pidfd_open needs kernel >= 5.3).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import selectors
 import signal
 import socket
@@ -45,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
-from clusterd.drivers.forkserver import FORKED_FILE, ForkServerClient
+from clusterd.drivers.forkserver import FORKED_FILE, ForkServerClient, claim_spawn
 from clusterd.drivers.hookspecs import hookimpl
 from clusterd.drivers.jobfile import JOB_FILE, read_job_file, write_json_atomic
 from clusterd.errors import DriverError, SpecError, UnsupportedResource
@@ -687,9 +692,12 @@ class LocalDriver(Driver):
         """Start one job in its own session; its GPUs go into CUDA_VISIBLE_DEVICES."""
         job, cap = queued.request, self._cap()
         gpu_ids = cap.take(job.token, queued.cpus, queued.gpus)
+        spawn = secrets.token_hex(6)  # claimed by whoever forks it (see _recover_from_state)
         try:
-            self._write_state(job.token, job.attempt_dir, "starting", gpu_ids=list(gpu_ids))
-            pid, popen = self._fork(job, gpu_ids)
+            self._write_state(
+                job.token, job.attempt_dir, "starting", gpu_ids=list(gpu_ids), spawn=spawn
+            )
+            pid, popen = self._fork(job, gpu_ids, spawn)
         except OSError:
             cap.release(job.token)
             raise
@@ -709,17 +717,25 @@ class LocalDriver(Driver):
         self._track(running, pidfd)
 
     def _fork(
-        self, job: JobRequest, gpu_ids: tuple[str, ...]
+        self, job: JobRequest, gpu_ids: tuple[str, ...], spawn: str
     ) -> tuple[int, subprocess.Popen[bytes] | None]:
-        """Start a job through the fork server (~1 ms), or with Popen if it is unavailable."""
+        """Start a job through the fork server (~1 ms), or with Popen if it is unavailable.
+
+        Either way the spawn id is claimed first, so it is started at most once.
+        """
         env = dict(os.environ) | dict(job.env) | self._gpu_env(gpu_ids) | {TOKEN_ENV: job.token}
         log_path = str(Path(job.attempt_dir) / LOG_FILE)
         if self._forkserver is None:
             self._forkserver = ForkServerClient()
         try:
-            return self._forkserver.spawn(list(job.argv), env, job.attempt_dir, log_path), None
+            pid = self._forkserver.spawn(list(job.argv), env, job.attempt_dir, log_path, spawn)
+            return pid, None
         except OSError as exc:
             log.warning("local driver: fork server failed (%s); starting with Popen", exc)
+        if not claim_spawn(job.attempt_dir, spawn):
+            raise OSError(
+                f"the fork server may have started job {job.token}; not starting it again"
+            )
         popen = self._popen(job, gpu_ids)
         return popen.pid, popen
 
@@ -894,11 +910,40 @@ class LocalDriver(Driver):
             found = _forked_leader(ref.attempt_dir) or _find_session_leader(ref.token)
             if found is not None and self._adopt(ref, *found, data):
                 return None
+            if self._never_spawned(ref, data):
+                return self._requeue(ref, data)
             reason = "it was starting when the previous daemon stopped and is not running now"
             return JobStatus("gone", ref.job_id, reason=reason)
         if state == "cancelled":
             return JobStatus("gone", ref.job_id, reason="cancelled before it started")
         return JobStatus("gone", ref.job_id, reason=f"failed to start: {data.get('error')}")
+
+    @staticmethod
+    def _never_spawned(ref: JobRef, data: Mapping[str, Any]) -> bool:
+        """Claim the spawn job.json recorded with "starting": True if we won, i.e. nothing
+        forked it before and nothing will (job.json of an older clusterd has no spawn id)."""
+        spawn = data.get("spawn")
+        if not isinstance(spawn, str):
+            return False
+        try:
+            return claim_spawn(ref.attempt_dir, spawn)
+        except (OSError, ValueError) as exc:
+            log.warning("local driver: cannot claim spawn %s of %s: %s", spawn, ref.token, exc)
+            return False
+
+    def _requeue(self, ref: JobRef, data: Mapping[str, Any]) -> JobStatus | None:
+        """Queue again a job caught "starting" that never ran (see _never_spawned)."""
+        try:
+            request = _request_from_json(ref.token, ref.attempt_dir, data["request"])
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"its job.json cannot be read back ({exc!r}); it never started"
+            return JobStatus("gone", ref.job_id, reason=reason)
+        self._queue[ref.token] = _Queued(request, float(data.get("submitted_at") or time.time()))
+        self._record(ref.token, ref.attempt_dir, "queued")
+        log.info(
+            "local driver: job %s never started before the last daemon stopped; queued", ref.token
+        )
+        return None
 
     def _write_state(self, token: str, attempt_dir: str, state: str, **fields: Any) -> None:
         """Record a transition in job.json, keeping what earlier transitions wrote."""

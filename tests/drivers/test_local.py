@@ -386,7 +386,8 @@ def test_restarted_daemon_adopts_running_job_and_requeues_waiting_one(
 def test_job_caught_starting_by_a_crash_is_found_by_its_token(jobs: Jobs, drivers: Any) -> None:
     """job.json still says "starting" (the daemon died between fork and recording the
     pid): the next driver finds the session leader carrying the token and adopts it;
-    with no such process the job is gone, never started a second time."""
+    with no such process but its spawn claimed (it was forked, and ended without a
+    trace) the job is gone, never started a second time."""
     job, fifo = jobs.blocking()
     pid, _ = parse_job_id(drivers(cpus=1).submit([job])[job.token]) or (0, 0)
     job_file = Path(job.attempt_dir) / "job.json"
@@ -399,8 +400,53 @@ def test_job_caught_starting_by_a_crash_is_found_by_its_token(jobs: Jobs, driver
 
     never, _ = jobs.blocking()
     Path(never.attempt_dir, "job.json").write_text(json.dumps({**crashed, "token": never.token}))
+    Path(never.attempt_dir, f".spawn-{crashed['spawn']}").touch()  # as the fork server does
     status = drivers(cpus=1).poll([ref(never, None)])[never.token]
     assert status.phase == "gone" and "was starting" in (status.reason or "")
+
+
+def test_job_caught_starting_before_its_spawn_is_queued_again(
+    jobs: Jobs, drivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job.json says "starting" but nothing claimed its spawn (the daemon died before the
+    fork): the next driver wins the claim and starts the job, once."""
+
+    class Crash(BaseException):
+        pass
+
+    def crash(*args: Any) -> None:
+        raise Crash
+
+    job, fifo = jobs.blocking()
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalDriver, "_fork", crash)
+        with pytest.raises(Crash):
+            drivers(cpus=1).submit([job])
+    assert json.loads((Path(job.attempt_dir) / "job.json").read_text())["state"] == "starting"
+
+    driver = drivers(cpus=1)
+    status = driver.poll([ref(job, None)])[job.token]
+    assert status.phase == "running", status
+    # the old spawn is claimed by the recovery, the new one by its fork: two claims
+    assert len(list(Path(job.attempt_dir).glob(".spawn-*"))) == 2
+    release(fifo)
+    wait_for(lambda: phase_of(driver, ref(job, status.job_id)) == "gone", what="the exit")
+    assert (Path(job.attempt_dir) / "driver.log").read_text() == ""
+    assert not running_with(str(fifo)), "a second copy of the job is waiting on its FIFO"
+
+
+def running_with(arg: str) -> list[int]:
+    """Live processes with ``arg`` on their command line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        stat = read_proc_stat(int(pid))
+        if arg.encode() in argv and stat is not None and stat.alive:
+            found.append(int(pid))
+    return found
 
 
 def test_close_leaves_jobs_running(jobs: Jobs, drivers: Any) -> None:

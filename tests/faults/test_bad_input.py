@@ -210,12 +210,6 @@ def test_deeply_nested_request_gets_one_error_and_the_connection_lives(live: Dae
         assert strict_json(f.readline())["id"] == "next"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server.Server._serve lets the CancelledError of a connection's task "
-    "escape at shutdown, so asyncio logs 'Exception in callback ... CancelledError' "
-    "with a traceback whenever a client (a TUI) is connected during `clusterd stop`",
-)
 def test_stop_with_a_client_connected_logs_no_traceback(daemon: Daemon) -> None:
     s, _f = connect(daemon)
     with s:
@@ -254,12 +248,6 @@ def impostor(home: Path, behaviour: str) -> Iterator[None]:
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: client.Client._read lets OSError out of readline(), so a daemon that "
-    "dies mid-request (ConnectionResetError) gives a Python traceback and exit 1 "
-    "instead of 'lost the connection' and exit 2",
-)
 def test_clusterctl_when_the_daemon_dies_mid_request(short_home: Path) -> None:
     client = Daemon(short_home)
     with impostor(short_home, "reset"):
@@ -268,12 +256,6 @@ def test_clusterctl_when_the_daemon_dies_mid_request(short_home: Path) -> None:
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: client.Client._read lets the socket's TimeoutError out, so `clusterd "
-    "status` against a daemon that does not answer (a locked database) prints a "
-    "traceback and exits 1 instead of saying the daemon did not answer (exit 2)",
-)
 def test_clusterd_status_when_the_daemon_does_not_answer(short_home: Path) -> None:
     client = Daemon(short_home)
     with impostor(short_home, "silent"):

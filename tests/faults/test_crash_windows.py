@@ -11,7 +11,8 @@ The instants are the windows of write-ahead submission and ingestion (principle 
 * the job was spawned, job.json still says "starting";
 * ingested rows were inserted, their transaction never committed;
 * an attempt was ended and its trial moved on, uncommitted;
-* job.json says "starting", the runner was never spawned (a known bug, xfail).
+* job.json says "starting", the runner was never spawned: the restarted driver wins
+  the spawn's claim and queues the job again.
 """
 
 from __future__ import annotations
@@ -132,17 +133,10 @@ def test_killed_in_a_window_runs_everything_once(
     audit(stopped_daemon, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: LocalDriver._recover_from_state reports a job.json left 'starting' with "
-    "no process as gone (no status.json), so a daemon killed between writing 'starting' "
-    "and spawning the runner loses the attempt: 60 s later (status_grace) it ends 'lost' "
-    "and counts as a failure -- with the default max_failures = 0 the trial fails. With "
-    "no driver.log in the attempt dir it never ran and can be queued again",
-)
 def test_killed_between_starting_and_spawn_runs_the_attempt(
     stopped_daemon: Daemon, tmp_path: Path
 ) -> None:
+    """Once lost 60 s later as 'lost' (a failure); now run at once, exactly once."""
     from clusterd.drivers.local import LocalDriver
 
     spawn = "_fork" if hasattr(LocalDriver, "_fork") else "_popen"  # fork server, or Popen
@@ -153,3 +147,29 @@ def test_killed_between_starting_and_spawn_runs_the_attempt(
     stopped_daemon.start()
     wait_for(lambda: (adir / "runner.log").exists(), 5, "the attempt to run after the restart")
     audit(stopped_daemon, tmp_path)
+
+
+def test_a_claimed_spawn_is_never_forked(tmp_path: Path) -> None:
+    """The race the claim closes: a dead daemon's request still in the fork server's pipe
+    while the next daemon re-queues the job. Whoever claims the spawn id first wins."""
+    import sys
+
+    from clusterd.drivers.forkserver import ForkServerClient, claim_spawn
+
+    ran = tmp_path / "ran"
+    argv = [sys.executable, "-c", f"open({str(ran)!r}, 'a').write('x')"]
+    log = str(tmp_path / "driver.log")
+    server = ForkServerClient()
+    try:
+        assert claim_spawn(str(tmp_path), "ab12")  # the restarted driver won
+        with pytest.raises(OSError, match="claimed already"):
+            server.spawn(argv, dict(os.environ), str(tmp_path), log, "ab12")
+        server.spawn(argv, dict(os.environ), str(tmp_path), log, "cd34")  # a fresh spawn
+        wait_for(ran.exists, 10, "the fresh spawn to run")
+        with pytest.raises(OSError, match="claimed already"):  # the same id again
+            server.spawn(argv, dict(os.environ), str(tmp_path), log, "cd34")
+        assert not claim_spawn(str(tmp_path), "cd34")
+    finally:
+        server.close()
+    wait_for(lambda: ran.read_text() == "x", 5, "the file")
+    assert ran.read_text() == "x"

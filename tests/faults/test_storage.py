@@ -78,20 +78,14 @@ def test_locked_database_is_a_clear_error_and_loses_nothing(daemon: Daemon, tmp_
         wait_for(lambda: LOCKED in daemon.log(), dbmod.DEFAULT_BUSY_TIMEOUT + 15, "the error")
     line = next(x for x in daemon.log().splitlines() if LOCKED in x)
     assert str(db) in line and "sqlite3 shell" in line and "fuser" in line, line
-    if "lost the database lease" in line:  # test_daemon_outlives_a_lock_held_past_its_heartbeat
-        wait_for(lambda: not alive(pid), 60, "the daemon to stop")
-        daemon.start()
+    assert alive(pid), "the daemon stopped while the database was locked"
     wait_for(lambda: sweep_state(db, "lk") == "done", 60, "the sweep to finish")
     assert metrics_exactly_once(db, tmp_path / "runs" / "lk") == 3 * 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: app._heartbeat stops the daemon on any exception, so a database locked "
-    "for one busy timeout (30 s) during a heartbeat ends the daemon ('lost the database "
-    "lease: ... is locked'); only LeaseHeld should",
-)
 def test_daemon_outlives_a_lock_held_past_its_heartbeat(daemon: Daemon) -> None:
+    """A lock held past one heartbeat's busy timeout is logged and retried; only a lease
+    really taken over by another daemon stops this one."""
     pid = daemon.pid
     db = daemon.home / "clusterd.db"
     sock = daemon.home / "clusterd.sock"
@@ -102,6 +96,7 @@ def test_daemon_outlives_a_lock_held_past_its_heartbeat(daemon: Daemon) -> None:
         )
     assert serving, f"the daemon stopped while the database was locked:\n{daemon.log()[-800:]}"
     assert ping(daemon.home, 10) < 10
+    assert "could not renew the database lease (will retry)" in daemon.log()
 
 
 @pytest.mark.xfail(
