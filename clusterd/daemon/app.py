@@ -25,11 +25,7 @@ from clusterd.daemon.hub import Hub
 from clusterd.daemon.scheduler import DriverSet, Scheduler
 from clusterd.daemon.server import Server
 from clusterd.daemon.store import Store
-from clusterd.daemon.searching import Proposer
-from clusterd.daemon.stopper import Stopper
 from clusterd.drivers.registry import build_plugin_manager, load_drivers
-from clusterd.search.registry import load_searchers
-from clusterd.stopping.registry import load_rules
 from clusterd.errors import ClusterdError, LeaseHeld
 
 __all__ = ["run_foreground"]
@@ -39,31 +35,33 @@ log = logging.getLogger("clusterd")
 HEARTBEAT_INTERVAL = 10.0
 
 
-def run_foreground() -> int:
-    """Run the daemon until SIGTERM/SIGINT or a ``shutdown`` request; return an exit code."""
+def run_foreground(*, new_database: bool = False) -> int:
+    """Run the daemon until SIGTERM/SIGINT or a ``shutdown`` request; return an exit code.
+
+    ``new_database``: start with an empty database where one clusterd created was lost.
+    """
     home = paths.ensure_home()
-    return asyncio.run(_main(home))
+    return asyncio.run(_main(home, new_database))
 
 
-async def _main(home: Path) -> int:
+async def _main(home: Path, new_database: bool = False) -> int:
     url = paths.db_url()
-    engine = db.make_engine(url)
-    db.upgrade(engine)  # before the lease: the lease lives in the schema (upgrades are atomic)
+    engine = db.make_engine(url, allow_new=new_database)
+    try:
+        db.check_integrity(engine)  # a corrupt page: refuse now, not hours into a sweep
+        db.upgrade(engine)  # before the lease: the lease lives in the schema (atomic)
+    except BaseException:
+        engine.dispose()
+        raise
     holder = lease.acquire(engine)
     try:
         store = Store(engine)
         hub = Hub()
         store.on_change(hub.publish)
-        plugins = build_plugin_manager()
-        registry = load_drivers(plugins)
+        registry = load_drivers(build_plugin_manager())
         scheduler: Scheduler
         drivers = DriverSet({cls.name: cls for cls in registry}, lambda: scheduler.wake())
-        scheduler = Scheduler(
-            store,
-            drivers,
-            stopper=Stopper(store, {cls.name: cls for cls in load_rules(plugins)}),
-            proposer=Proposer(store, {cls.name: cls for cls in load_searchers(plugins)}),
-        )
+        scheduler = Scheduler(store, drivers)
         stop = asyncio.Event()
         ctx = Context(
             store=store,

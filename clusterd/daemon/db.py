@@ -6,6 +6,11 @@ never as a raw SQLAlchemy traceback:
 
 - :func:`make_engine` opens the database and proves it works (a probe connection),
   so a bad URL, a missing server or a network filesystem fail at ``clusterd start``.
+  A SQLite file that clusterd created once and that is now gone or empty is not
+  silently replaced: a marker next to it (``.<name>.created``) remembers that it
+  existed, and only ``allow_new=True`` (``clusterd start --new-database``) starts afresh.
+- :func:`check_integrity` runs SQLite's ``PRAGMA quick_check`` at start, so a corrupt
+  page is a clear refusal then, not a failure hours later.
 - :func:`upgrade` brings the schema to the newest alembic revision, on the daemon's
   own connection, in one transaction.
 - :func:`transaction` is the one way writers touch the database: commit on success,
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "check_integrity",
+    "created_marker",
     "current_revision",
     "describe",
     "head_revision",
@@ -123,7 +131,7 @@ _SQLITE_FAILURES: tuple[tuple[str, str, str], ...] = (
         "disk image is malformed",
         "is corrupt",
         "stop clusterd, move the file aside (keep it for recovery with `sqlite3 FILE .recover`) "
-        "and start again with a fresh database",
+        "and start again with a fresh database (`clusterd start --new-database`)",
     ),
     (
         "file is not a database",
@@ -223,19 +231,23 @@ def _is_storage_failure(err: exc.DBAPIError) -> bool:
 # --------------------------------------------------------------------------- engines
 
 
-def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, allow_new: bool = False
+) -> Engine:
     """Open the database at ``url`` (SQLite or PostgreSQL) and check that it answers.
 
     SQLite: creates the parent directory, refuses a network filesystem unless
-    ``CLUSTERD_ALLOW_NETWORK_FS=1``, creates the file with mode 0600 and sets the WAL
-    pragmas on every connection. PostgreSQL: uses psycopg 3 with ``pool_pre_ping`` so
-    a server restart costs one reconnect, not a crash. ``busy_timeout`` is how long a
-    SQLite statement waits for a lock held by another process.
+    ``CLUSTERD_ALLOW_NETWORK_FS=1``, creates the file with mode 0600 -- unless clusterd
+    created it before and it vanished or was emptied, which is refused unless
+    ``allow_new`` -- and sets the WAL pragmas on every connection. PostgreSQL: uses
+    psycopg 3 with ``pool_pre_ping`` so a server restart costs one reconnect, not a
+    crash. ``busy_timeout`` is how long a SQLite statement waits for a lock held by
+    another process.
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = _sqlite_engine(parsed, busy_timeout)
+        engine = _sqlite_engine(parsed, busy_timeout, allow_new)
     elif backend in ("postgresql", "postgres"):
         engine = _postgres_engine(parsed)
     else:
@@ -247,15 +259,80 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engi
     return engine
 
 
-def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
+def _sqlite_engine(url: URL, busy_timeout: float, allow_new: bool) -> Engine:
     path = _sqlite_path(url)
     if path is not None:
+        if not allow_new:
+            _refuse_lost_database(path)
         _prepare_sqlite_file(path)
         url = url.set(database=str(path))  # "~" expanded: open the file we checked
     engine = create_engine(url, connect_args={"timeout": busy_timeout})
     event.listen(engine, "connect", _sqlite_on_connect(busy_timeout))
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def created_marker(path: Path) -> Path:
+    """The file that says clusterd created the SQLite database ``path`` (next to it,
+    hidden, so that ``rm clusterd.db*`` does not take it along)."""
+    return path.with_name(f".{path.name}.created")
+
+
+def _refuse_lost_database(path: Path) -> None:
+    """A database clusterd created once is missing or empty now: say so, change nothing."""
+    marker = created_marker(path)
+    if not marker.exists():
+        return
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError:
+        return  # _prepare_sqlite_file reports it
+    wal = Path(f"{path}-wal")
+    if size is not None and (size > 0 or (wal.exists() and wal.stat().st_size > 0)):
+        return
+    what = "is missing" if size is None else "is empty (0 bytes)"
+    raise StorageError(
+        f"the database {path} {what}, but clusterd created it there before ({marker} "
+        "says so); starting would forget every sweep, trial and metric. Restore the file "
+        "(and its -wal file) from a backup, or start with a new, empty database: "
+        "`clusterd start --new-database`."
+    )
+
+
+def _mark_created(engine: Engine) -> None:
+    """Write the marker of :func:`created_marker` once the schema exists (a database killed
+    during its first upgrade has no data to lose, so no marker yet)."""
+    path = _sqlite_path(engine.url)
+    if path is None or engine.url.get_backend_name() != "sqlite":
+        return
+    marker = created_marker(path)
+    if marker.exists():
+        return
+    try:
+        marker.write_text(
+            f"created {time.strftime('%Y-%m-%d %H:%M:%S')}; clusterd refuses to start "
+            "afresh if the database next to this file disappears\n"
+        )
+        os.chmod(marker, 0o600)
+    except OSError as err:
+        log.warning("cannot write %s: %s", marker, err)
+
+
+def check_integrity(engine: Engine) -> None:
+    """Refuse a corrupt SQLite database at start (``PRAGMA quick_check``, which reads the
+    whole file) instead of failing on the first query that reaches the bad page."""
+    if engine.url.get_backend_name() != "sqlite":
+        return
+    with transaction(engine, write=False) as conn:
+        rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+    if rows != ["ok"]:
+        _what, todo = _sqlite_failure("disk image is malformed")
+        found = "; ".join(rows)
+        raise StorageError(
+            f"the database {describe(engine)} is corrupt (quick_check: {found}); {todo}."
+        )
 
 
 def _prepare_sqlite_file(path: Path) -> None:
@@ -419,6 +496,7 @@ def upgrade(engine: Engine) -> None:
     """
     current = current_revision(engine)
     if current is not None and current == newest_revision_file():
+        _mark_created(engine)
         return
     from alembic import command
     from alembic.script import ScriptDirectory
@@ -438,3 +516,4 @@ def upgrade(engine: Engine) -> None:
             # then finds the schema at head (SQLite's BEGIN IMMEDIATE does the same).
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_UPGRADE_LOCK})")
         command.upgrade(_alembic_config(conn), "head")
+    _mark_created(engine)

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start the daemon (returns once it accepts requests)")
     start.add_argument("--foreground", action="store_true", help="run in this process")
+    start.add_argument(
+        "--new-database",
+        action="store_true",
+        help="start with a new, empty database where the one clusterd created is gone",
+    )
     start.set_defaults(func=cmd_start)
     sub.add_parser("stop", help="stop the daemon; running trials keep running").set_defaults(
         func=cmd_stop
@@ -103,18 +108,18 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         return 1
     if args.foreground:
-        return _foreground()
-    return _spawn()
+        return _foreground(args.new_database)
+    return _spawn(["--new-database"] if args.new_database else [])
 
 
-def _foreground() -> int:
+def _foreground(new_database: bool = False) -> int:
     _setup_logging()
     pid_file = paths.pid_path()
     pid_file.write_text(f"{os.getpid()}\n")
     try:
         from clusterd.daemon.app import run_foreground
 
-        return run_foreground()
+        return run_foreground(new_database=new_database)
     except ClusterdError as exc:
         logging.getLogger("clusterd").error("%s", exc.message)
         print(f"clusterd: {exc.message}", file=sys.stderr)
@@ -136,12 +141,12 @@ def _setup_logging() -> None:
     )
 
 
-def _spawn() -> int:
+def _spawn(extra: list[str]) -> int:
     log = paths.log_path()
     start_offset = log.stat().st_size if log.exists() else 0
     with open(os.devnull, "rb") as devnull, open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clusterd.daemon.main", "start", "--foreground"],
+            [sys.executable, "-m", "clusterd.daemon.main", "start", "--foreground", *extra],
             stdin=devnull,
             stdout=out,
             stderr=out,

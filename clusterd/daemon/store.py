@@ -85,8 +85,12 @@ class Store:
             for listener in self._listeners:
                 listener(changes)
 
-    def read(self) -> Connection:
-        return self.engine.connect()
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction; storage failures (a corrupt or unreachable database)
+        become the StorageError that ``tx`` gives, not an 'internal error'."""
+        with db.transaction(self.engine, write=False) as conn:
+            yield conn
 
     def transition(
         self,
