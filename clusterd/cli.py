@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
     lg.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
     verb("cancel", cmd_cancel, "cancel a sweep or a trial").add_argument("target")
+    verb("stop", cmd_stop, "stop a trial early by hand (it ends 'stopped')").add_argument("trial")
     r = verb("relaunch", cmd_relaunch, "run failed (or all finished) trials again")
     r.add_argument("sweep")
     g = r.add_mutually_exclusive_group()
@@ -328,10 +329,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _stop_line(d: dict[str, Any]) -> str:
-    parts = [f"by {d.get('rule')}", f"at step {d.get('step')}"]
+    """One line: which rule, at which step, and why (the rule's own words)."""
+    line = f"by {d.get('rule')} at step {d.get('step')}"
+    if d.get("reason"):
+        return f"{line}: {d['reason']}"
     if d.get("value") is not None and d.get("threshold") is not None:
-        parts.append(f"value {d['value']:.4g} vs threshold {d['threshold']:.4g}")
-    return ", ".join(parts)
+        line += f": value {d['value']:.4g} vs threshold {d['threshold']:.4g}"
+    return line
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -382,6 +386,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     print(
         f"{args.target}: {r['cancelled']} pending trial(s) cancelled, "
         f"{r['cancelling']} running trial(s) being stopped"
+    )
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    r = _call("stop", trial=args.trial)
+    print(
+        f"{r['trial']}: stopping; trial.should_stop() is true now, the attempt is terminated "
+        f"in {r['grace']:.0f} s if it has not exited"
     )
     return 0
 

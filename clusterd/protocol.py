@@ -49,6 +49,7 @@ OPS = frozenset(
         "show",
         "logs",
         "cancel",
+        "stop",
         "relaunch",
         "rm",
         "export",

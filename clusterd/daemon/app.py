@@ -23,10 +23,14 @@ from clusterd.daemon import db, lease
 from clusterd.daemon.handlers import HANDLERS, Context, subscribe
 from clusterd.daemon.hub import Hub
 from clusterd.daemon.scheduler import DriverSet, Scheduler
+from clusterd.daemon.searching import Proposer
 from clusterd.daemon.server import Server
+from clusterd.daemon.stopper import Stopper
 from clusterd.daemon.store import Store
 from clusterd.drivers.registry import build_plugin_manager, load_drivers
 from clusterd.errors import ClusterdError, LeaseHeld
+from clusterd.search.registry import load_searchers
+from clusterd.stopping.registry import load_rules
 
 __all__ = ["run_foreground"]
 
@@ -58,10 +62,16 @@ async def _main(home: Path, new_database: bool = False) -> int:
         store = Store(engine)
         hub = Hub()
         store.on_change(hub.publish)
-        registry = load_drivers(build_plugin_manager())
+        plugins = build_plugin_manager()
+        registry = load_drivers(plugins)
         scheduler: Scheduler
         drivers = DriverSet({cls.name: cls for cls in registry}, lambda: scheduler.wake())
-        scheduler = Scheduler(store, drivers)
+        scheduler = Scheduler(
+            store,
+            drivers,
+            stopper=Stopper(store, {cls.name: cls for cls in load_rules(plugins)}),
+            proposer=Proposer(store, {cls.name: cls for cls in load_searchers(plugins)}),
+        )
         stop = asyncio.Event()
         ctx = Context(
             store=store,

@@ -42,6 +42,7 @@ class AttemptCursor:
     last_step: int | None = None
     best_value: float | None = None
     best_step: int | None = None
+    index: int = -1  # the trial's index in its sweep
 
 
 @dataclass
@@ -51,6 +52,8 @@ class IngestResult:
     checkpoints: int = 0
     errors: int = 0
     progress: dict[str, Any] = field(default_factory=dict)
+    #: (step, value) of the sweep's metric, in file order: what the stop rule judges
+    observations: list[tuple[int, float]] = field(default_factory=list)
 
 
 def ingest_attempt(
@@ -134,6 +137,7 @@ def _track(cur: AttemptCursor, event: MetricEvent, result: IngestResult) -> None
     if cur.metric is None or cur.metric not in event.values:
         return
     value = event.values[cur.metric]
+    result.observations.append((event.step, value))
     result.progress["last_value"] = value
     better = (
         cur.best_value is None

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import sys
 import time
@@ -32,6 +33,8 @@ from typing import Any, TypeVar
 from clusterd import layout, runner
 from clusterd.daemon.ingest import AttemptCursor, ingest_attempt
 from clusterd.daemon.outcome import Ending, decide
+from clusterd.daemon.searching import Proposer
+from clusterd.daemon.stopper import Stopper, write_marker
 from clusterd.daemon.store import FINAL_STATES, Store
 from clusterd.drivers.base import Driver, JobRef, JobRequest, JobStatus
 from clusterd.errors import ClusterdError, NotFound
@@ -49,6 +52,13 @@ KILL_GRACE = 10
 #: how drivers start the runner: isolated (-I) and without site-packages (-S), since it
 #: is stdlib only -- that saves ~20 ms of interpreter start-up per trial
 RUNNER_ARGV = (sys.executable, "-I", "-S", str(Path(runner.__file__).resolve()))
+
+
+def backoff_delay(failures: int, rnd: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after ``failures`` consecutive failed driver calls: 2 s doubling up to
+    5 min, each drawn from the upper half of its interval ("equal jitter")."""
+    ceiling = min(300.0, 2.0 * 2 ** min(failures - 1, 16))
+    return ceiling * (0.5 + 0.5 * rnd())
 
 
 class DriverSet:
@@ -98,11 +108,23 @@ class Stats:
 class Scheduler:
     """Owns the pass loop; handlers call ``wake`` after changing state."""
 
-    def __init__(self, store: Store, drivers: DriverSet, ingest_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: Store,
+        drivers: DriverSet,
+        ingest_interval: float = 0.25,
+        stopper: Stopper | None = None,
+        proposer: Proposer | None = None,
+    ) -> None:
         """``ingest_interval`` is the shortest gap between reads of the events files; while
-        nothing new arrives it doubles up to ``MAX_INGEST_INTERVAL`` (fewer stats on NFS)."""
+        nothing new arrives it doubles up to ``MAX_INGEST_INTERVAL`` (fewer stats on NFS).
+        ``stopper`` and ``proposer`` hold the installed stop rules and search methods."""
         self.store = store
         self.drivers = drivers
+        self.stopper = stopper or Stopper(store, {})
+        self.proposer = proposer or Proposer(store, {})
+        self._markers: list[tuple[str, dict[str, Any]]] = []
+        self._terminated: set[int] = set()
         self.ingest_interval = ingest_interval
         self._ingest_delay = ingest_interval
         self.health: dict[str, DriverHealth] = {}
@@ -171,6 +193,7 @@ class Scheduler:
         for name, attempts in by_driver.items():
             await self._track_driver(name, attempts, sweeps, poll_now)
         self._ingest_live(sweeps)
+        await self._enforce_stops(sweeps)
         await self._submit_pending(sweeps)
         self._finish_sweeps()
 
@@ -233,13 +256,13 @@ class Scheduler:
     def _end(self, conn: Any, attempt: Any, status: JobStatus, sweep: Any, driver: Driver) -> None:
         adir = self._attempt_dir(sweep, attempt)
         cursor = self._cursor(attempt, sweep)
-        ingest_attempt(self.store, conn, cursor, final=False)
+        self._judge(conn, sweep, attempt, ingest_attempt(self.store, conn, cursor, final=False))
         result = layout.read_status(adir)
         if result is None:
             first = self._gone_since.setdefault(attempt.id, time.time())
             if time.time() - first < driver.status_grace and not attempt.cancel_requested:
                 return  # the shared filesystem may not show status.json yet
-        ingest_attempt(self.store, conn, cursor, final=True)
+        self._judge(conn, sweep, attempt, ingest_attempt(self.store, conn, cursor, final=True))
         self._gone_since.pop(attempt.id, None)
         self._cursors.pop(attempt.id, None)
         trial = self.store.trial_by_id(conn, attempt.trial_id)
@@ -273,6 +296,7 @@ class Scheduler:
             failures=trial.failures + int(verdict.failure),
             resumes=trial.resumes + int(verdict.resume),
         )
+        self._terminated.discard(attempt.id)
         self.stats.ended += 1
 
     def _checkpointed(self, conn: Any, attempt: Any) -> bool:
@@ -296,11 +320,16 @@ class Scheduler:
             live = [a for a in self.store.live_attempts(conn) if a.state in ("queued", "running")]
         if not live:
             return
+        with self.store.read() as conn:  # replayed outside the write transaction
+            for sweep_id in {a.sweep_id for a in live}:
+                sweep = sweeps[sweep_id]
+                self.stopper.rule(conn, sweep, self._spec(sweep))
         lines = 0
         with self._tx() as conn:
             for attempt in live:
                 cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
                 result = ingest_attempt(self.store, conn, cursor)
+                self._judge(conn, sweeps[attempt.sweep_id], attempt, result)
                 lines += result.lines
                 if result.progress:
                     self.store.publish(
@@ -311,6 +340,7 @@ class Scheduler:
                             **result.progress,
                         }
                     )
+        self._write_markers()
         self.stats.lines += lines
         quiet = min(self._ingest_delay * 2, MAX_INGEST_INTERVAL)
         self._ingest_delay = self.ingest_interval if lines else quiet
@@ -323,6 +353,7 @@ class Scheduler:
             cursor = AttemptCursor(
                 attempt_id=attempt.id,
                 trial_id=attempt.trial_id,
+                index=attempt.index,
                 number=attempt.number,
                 attempt_dir=self._attempt_dir(sweep, attempt),
                 offset=attempt.events_offset,
@@ -345,8 +376,14 @@ class Scheduler:
             health = self.health.setdefault(sweep.driver, DriverHealth())
             if driver is None or time.time() < health.next_try_at:
                 continue
+            spec = self._spec(sweep)
+            if self.proposer.is_adaptive(spec):
+                with self.store.read() as conn:
+                    free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
+                if free > 0:
+                    with self._tx() as conn:
+                        self.proposer.top_up(conn, sweep, spec, free)
             with self.store.read() as conn:
-                spec = self._spec(sweep)
                 free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
                 trials = self.store.pending_trials(conn, sweep.id, free) if free > 0 else []
                 if trials:
@@ -510,6 +547,73 @@ class Scheduler:
             json.dump(launch, fh, indent=1)
         os.replace(tmp, os.path.join(adir, "launch.json"))
 
+    # -- early stopping -------------------------------------------------------
+
+    def _judge(self, conn: Any, sweep: Any, attempt: Any, result: Any) -> None:
+        """Feed newly ingested values of the sweep's metric to its stop rule."""
+        if result.observations:
+            decision = self.stopper.observe(
+                conn,
+                sweep,
+                self._spec(sweep),
+                attempt.trial_id,
+                attempt.index,
+                result.observations,
+            )
+            if decision is not None:
+                self._markers.append((self._attempt_dir(sweep, attempt), decision))
+
+    def _write_markers(self) -> None:
+        """After the decisions committed: the trial's ``should_stop()`` turns true."""
+        markers, self._markers = self._markers, []
+        for adir, decision in markers:
+            write_marker(adir, decision)
+
+    async def _enforce_stops(self, sweeps: dict[int, Any]) -> None:
+        """Markers for every stopped trial still running (again after a restart); after
+        the grace period, terminate the attempt through its driver."""
+        with self.store.read() as conn:
+            stopping = self.store.stopping_attempts(conn)
+        now = time.time()
+        due: dict[str, list[JobRef]] = {}
+        for attempt in stopping:
+            sweep = sweeps.get(attempt.sweep_id)
+            if sweep is None or attempt.state == "submitting":
+                continue
+            write_marker(self._attempt_dir(sweep, attempt), attempt.stop_decision)
+            decision = attempt.stop_decision
+            grace = float(decision.get("grace") or 0.0)
+            if now < float(decision.get("at") or 0.0) + grace:
+                continue
+            if attempt.id in self._terminated or not attempt.job_id:
+                continue
+            self._terminated.add(attempt.id)
+            due.setdefault(sweep.driver, []).append(self._ref(attempt, sweeps))
+        for name, refs in due.items():
+            driver = self._driver(name)
+            if driver is not None:
+                log.info("terminating %d stopped attempt(s) on %s", len(refs), name)
+                await self._call(name, driver.cancel, refs)
+
+    async def stop_trial(self, sweep_name: str, index: int) -> dict[str, Any]:
+        """Stop one trial early by hand: recorded like a rule's decision, rule "manual"."""
+        with self._tx() as conn:
+            sweep = self.store.require_sweep(conn, sweep_name)
+            trial = self.store.trial(conn, sweep, index)
+            if trial.state in FINAL_STATES:
+                from clusterd.errors import InvalidRequest
+
+                raise InvalidRequest(
+                    f"trial {sweep_name}/{index} has already ended ({trial.state}); nothing to stop"
+                )
+            record = self.stopper.stop_by_hand(conn, sweep, self._spec(sweep), trial)
+            live = [a for a in self.store.live_attempts(conn, sweep.id) if a.trial_id == trial.id]
+        for attempt in live:
+            if attempt.state != "submitting":
+                write_marker(self._attempt_dir(sweep, attempt), record)
+        self.wake()
+        return {"trial": f"{sweep_name}/{index}", "stopping": True, "grace": record["grace"]}
+
     # -- requests from handlers -----------------------------------------------
 
     async def cancel(self, sweep_name: str, index: int | None = None) -> dict[str, int]:
@@ -549,12 +653,19 @@ class Scheduler:
                 yield conn
         except BaseException:
             self._cursors.clear()
+            self._markers.clear()
+            self.proposer.forget_all()
             raise
 
     def _finish_sweeps(self) -> None:
         with self.store.read() as conn:
             active = self.store.active_sweeps(conn)
-            done = [s for s in active if not self.store.has_unfinished(conn, s.id)]
+            done = [
+                s
+                for s in active
+                if not self.store.has_unfinished(conn, s.id)
+                and not self.proposer.still_proposing(conn, s, self._spec(s))
+            ]
         if done:
             with self._tx() as conn:
                 for sweep in done:
@@ -571,13 +682,14 @@ class Scheduler:
             return None
 
     async def _call(self, name: str, fn: Callable[..., R], *args: Any) -> R | None:
-        """Run a driver method in a thread; on failure back off (2 s doubling to 5 min)."""
+        """Run a driver method in a thread; on failure back off (2 s doubling to 5 min), with
+        jitter so that many users' daemons don't retry a recovering slurmctld in lockstep."""
         health = self.health.setdefault(name, DriverHealth())
         try:
             result = await asyncio.to_thread(fn, *args)
         except Exception as exc:
             health.failures += 1
-            delay = min(300.0, 2.0 * 2 ** (health.failures - 1))
+            delay = backoff_delay(health.failures)
             health.next_try_at = time.time() + delay
             message = exc.message if isinstance(exc, ClusterdError) else repr(exc)
             health.last_error, health.last_error_at = message, time.time()

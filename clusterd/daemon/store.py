@@ -460,6 +460,64 @@ class Store:
         """Queue a change that is not a state transition (progress) for this transaction."""
         self._changes.append(change)
 
+    # -- early stopping and adaptive search -----------------------------------
+
+    def set_stop_decision(self, conn: Connection, trial: Any, decision: dict[str, Any]) -> None:
+        """Record why a trial is being stopped; the trial and the TUI learn of it now, the
+        attempt ends after the grace period (``Scheduler._enforce_stops``)."""
+        conn.execute(
+            update(T)
+            .where(T.c.id == trial.id)
+            .values(stop_decision=decision, updated_at=time.time())
+        )
+        self._changes.append(
+            {
+                "type": "stop",
+                "sweep_id": trial.sweep_id,
+                "index": trial.index,
+                "decision": decision,
+            }
+        )
+
+    def metric_stream(
+        self, conn: Connection, sweep_id: int, name: str
+    ) -> Iterator[tuple[int, int, float]]:
+        """(trial index, step, value) of one metric in the order the daemon stored them:
+        what a stop rule saw, replayed to rebuild it after a restart."""
+        q = (
+            select(T.c.index, M.c.step, M.c.value)
+            .join(T, M.c.trial_id == T.c.id)
+            .where(T.c.sweep_id == sweep_id, M.c.name == name)
+            .order_by(M.c.id)
+        )
+        for index, step, value in conn.execute(q):
+            yield int(index), int(step), float(value)
+
+    def stopping_attempts(self, conn: Connection) -> list[Any]:
+        """Live attempts of trials that have a stop decision (to signal, then terminate)."""
+        q = (
+            select(A, T.c.sweep_id, T.c.index, T.c.stop_decision)
+            .join(T, A.c.trial_id == T.c.id)
+            .where(A.c.state != "ended")
+        )
+        # filtered here: a cleared decision is stored as JSON null, not SQL NULL
+        return [row for row in conn.execute(q.order_by(A.c.id)) if row.stop_decision]
+
+    def trial_count(self, conn: Connection, sweep_id: int) -> int:
+        q = select(func.count()).select_from(T).where(T.c.sweep_id == sweep_id)
+        return int(conn.execute(q).scalar_one())
+
+    def add_proposed_trials(
+        self, conn: Connection, sweep: Any, first_index: int, params: Sequence[dict[str, Any]]
+    ) -> None:
+        """Trials an adaptive search method proposed, appended as pending."""
+        from clusterd.spec.expand import params_key
+
+        self._insert_trials(
+            conn, sweep.id, first_index, [(p, params_key(p)) for p in params], time.time()
+        )
+        self._changes.append({"type": "sweep", "name": sweep.name, "state": sweep.state})
+
     # -- reports --------------------------------------------------------------
 
     def counts(self, conn: Connection) -> dict[str, int]:

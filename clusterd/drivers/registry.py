@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Iterable, Iterator
+from typing import ClassVar, Generic, TypeVar
 
 import pluggy
 
@@ -20,9 +21,16 @@ from clusterd.drivers import hookspecs
 from clusterd.drivers.base import Driver
 from clusterd.errors import DriverError, NotFound
 
-__all__ = ["ENTRY_POINT_GROUP", "DriverRegistry", "build_plugin_manager", "load_drivers"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ClassRegistry",
+    "DriverRegistry",
+    "build_plugin_manager",
+    "load_drivers",
+]
 
 ENTRY_POINT_GROUP = "clusterd"
+T = TypeVar("T")
 
 
 def _where(cls: type) -> str:
@@ -30,65 +38,79 @@ def _where(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-class DriverRegistry:
-    """Driver classes by ``name``, filled by ``clusterd_register_drivers`` hooks."""
+class ClassRegistry(Generic[T]):
+    """Plugin classes of one kind (drivers, stop rules, search methods) by their ``name``."""
+
+    #: what the classes are, for messages ("driver", "stop rule", ...)
+    kind: ClassVar[str] = "plugin"
+    #: the base class every registered class must subclass
+    base: ClassVar[type]
+    #: what a user should check when a name is unknown
+    hint: ClassVar[str] = "install the plugin that provides it"
 
     def __init__(self) -> None:
-        self._drivers: dict[str, type[Driver]] = {}
+        self._classes: dict[str, type[T]] = {}
 
-    def add(self, cls: type[Driver]) -> type[Driver]:
+    def add(self, cls: type[T]) -> type[T]:
         """Register ``cls``; returns it, so it also works as a class decorator.
 
         Adding the very same class twice is harmless (a plugin module registered
         under two names); two *different* classes with one name is an error naming
-        both, because silently picking one would run a sweep on the wrong backend.
+        both, because silently picking one would run a sweep on the wrong code.
         """
-        name = _check_driver_class(cls)
-        existing = self._drivers.get(name)
+        name = self._check(cls)
+        existing = self._classes.get(name)
         if existing is not None and existing is not cls:
             raise DriverError(
-                f"two plugins register a driver named {name!r}: {_where(existing)} and "
-                f"{_where(cls)}; uninstall one of them or give one driver another name"
+                f"two plugins register a {self.kind} named {name!r}: {_where(existing)} and "
+                f"{_where(cls)}; uninstall one of them or give one {self.kind} another name"
             )
-        self._drivers[name] = cls
+        self._classes[name] = cls
         return cls
 
-    def get(self, name: str) -> type[Driver]:
+    def get(self, name: str) -> type[T]:
         """The class registered as ``name``; ``NotFound`` lists what is available."""
         try:
-            return self._drivers[name]
+            return self._classes[name]
         except KeyError:
             available = ", ".join(self.names()) or "none"
             raise NotFound(
-                f"no driver named {name!r} (available: {available}); check the sweep's "
-                f"'driver' key or install the plugin that provides it"
+                f"no {self.kind} named {name!r} (available: {available}); {self.hint}"
             ) from None
 
     def names(self) -> list[str]:
-        """Registered driver names, sorted (what ``clusterctl drivers`` lists)."""
-        return sorted(self._drivers)
+        """Registered names, sorted (what ``clusterctl drivers`` lists)."""
+        return sorted(self._classes)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._drivers
+        return name in self._classes
 
-    def __iter__(self) -> Iterator[type[Driver]]:
-        return iter([self._drivers[name] for name in self.names()])
+    def __iter__(self) -> Iterator[type[T]]:
+        return iter([self._classes[name] for name in self.names()])
 
     def __len__(self) -> int:
-        return len(self._drivers)
+        return len(self._classes)
+
+    def _check(self, cls: object) -> str:
+        """Return ``cls.name`` after checking ``cls`` is a concrete, named subclass of base."""
+        base = self.base.__name__
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise DriverError(f"registry.add() expects a {base} subclass, got {cls!r}")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise DriverError(f"{self.kind} class {_where(cls)} has no 'name'; set name = '...'")
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+            raise DriverError(f"{self.kind} class {_where(cls)} does not implement: {missing}")
+        return name
 
 
-def _check_driver_class(cls: object) -> str:
-    """Return ``cls.name`` after checking ``cls`` is a concrete, named Driver subclass."""
-    if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise DriverError(f"registry.add() expects a Driver subclass, got {cls!r}")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise DriverError(f"driver class {_where(cls)} has no 'name'; set name = '<backend>'")
-    if inspect.isabstract(cls):
-        missing = ", ".join(sorted(cls.__abstractmethods__))
-        raise DriverError(f"driver class {_where(cls)} does not implement: {missing}")
-    return name
+class DriverRegistry(ClassRegistry[Driver]):
+    """Driver classes by ``name``, filled by ``clusterd_register_drivers`` hooks."""
+
+    kind = "driver"
+    base = Driver
+    hint = "check the sweep's 'driver' key or install the plugin that provides it"
 
 
 def build_plugin_manager(

@@ -866,7 +866,15 @@ def _retry(src: str, value: Any) -> RetryPolicy:
     )
 
 
-EARLY_KEYS = ("rule", "min_steps", "min_trials", "reduction_factor", "grace_period")
+EARLY_KEYS = (
+    "rule",
+    "min_steps",
+    "min_trials",
+    "reduction_factor",
+    "max_steps",
+    "grace_period",
+    "options",
+)
 
 
 def _early_stopping(src: str, value: Any) -> EarlyStopping:
@@ -885,9 +893,17 @@ def _early_stopping(src: str, value: Any) -> EarlyStopping:
     if "reduction_factor" in table:
         factor = table["reduction_factor"]
         options["reduction_factor"] = _int(src, "early_stopping.reduction_factor", factor, 2)
+    if "max_steps" in table:
+        options["max_steps"] = _int(src, "early_stopping.max_steps", table["max_steps"], 1)
     if "grace_period" in table:
         grace = table["grace_period"]
         options["grace_period"] = _number(src, "early_stopping.grace_period", grace, 0, False)
+    if "options" in table:  # a plugin rule's own keys, checked by the rule at submit
+        extra = _table(src, "early_stopping.options", table["options"], "a plugin rule's keys")
+        for key, val in _plain(src, "early_stopping.options", extra).items():
+            if key in options:
+                _fail(src, f"early_stopping.options.{key}", "expected it at [early_stopping]")
+            options[key] = val
     return EarlyStopping(
         rule=rule,
         min_steps=_int(src, "early_stopping.min_steps", table.get("min_steps", 5), 1),

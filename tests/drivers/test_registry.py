@@ -125,7 +125,8 @@ def test_mistyped_hook_fails_at_start_up() -> None:
         build_plugin_manager([MistypedPlugin()], entry_points=False)
     assert str(err.value) == (
         f"clusterd plugin {__name__}.MistypedPlugin implements unknown hook "
-        "clusterd_register_driver; known hooks: clusterd_register_drivers. "
+        "clusterd_register_driver; known hooks: clusterd_register_drivers, "
+        "clusterd_register_search_methods, clusterd_register_stop_rules. "
         "Fix the hook's name or uninstall the plugin"
     )
     assert isinstance(err.value.__cause__, pluggy.PluginValidationError)
@@ -164,7 +165,11 @@ def test_importing_the_package_loads_no_driver() -> None:
 
 def test_every_hook_is_documented() -> None:
     hooks = [name for name in dir(hookspecs) if name.startswith("clusterd_")]
-    assert hooks == ["clusterd_register_drivers"]
+    assert hooks == [
+        "clusterd_register_drivers",
+        "clusterd_register_search_methods",
+        "clusterd_register_stop_rules",
+    ]
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert "Called" in doc, f"{name} must say when it is called"

@@ -31,6 +31,7 @@ HANDLERS = {
     "trials": trials.list_trials,
     "show": trials.show,
     "logs": trials.logs,
+    "stop": trials.stop,
     "metrics": metrics.metrics,
     "gpu_samples": metrics.gpu_samples,
 }

@@ -27,6 +27,41 @@ __all__ = ["best", "cancel", "export", "gpus", "list_sweeps", "relaunch", "rm", 
 
 #: search methods whose trials are all known at submit time
 STATIC_METHODS = frozenset({"grid", "random"})
+
+
+def _check_plugins(ctx: Context, spec: SweepSpec, display: str) -> None:
+    """The stop rule and the search method must be installed and accept the sweep."""
+    rules = ctx.scheduler.stopper.rules
+    rule = spec.early_stopping.rule
+    if rule != "none":
+        if rule not in rules:
+            known = ", ".join(["none", *sorted(rules)])
+            raise SpecError(
+                display, "early_stopping.rule", f"expected one of {known}, got {rule!r}"
+            )
+        unknown = sorted(set(spec.early_stopping.options) - {"grace_period", *rules[rule].options})
+        if unknown:
+            raise SpecError(
+                display,
+                "early_stopping",
+                f"rule {rule!r} does not use {', '.join(unknown)} "
+                f"(it uses: {', '.join(['min_steps', 'grace_period', *rules[rule].options])})",
+            )
+        problem = rules[rule].check(spec.early_stopping)
+        if problem:
+            raise SpecError(display, "early_stopping", problem)
+    method = spec.search.method
+    if method in STATIC_METHODS:
+        return
+    methods = ctx.scheduler.proposer.methods
+    if method not in methods:
+        known = ", ".join(sorted({*STATIC_METHODS, *methods}))
+        raise SpecError(display, "search.method", f"expected one of {known}, got {method!r}")
+    problem = methods[method].check(spec)
+    if problem:
+        raise SpecError(display, "search", problem)
+
+
 DRY_RUN_SHOWN = 10
 
 
@@ -46,13 +81,7 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         text = _read_text(path, display)
     spec = parse_sweep(text, source=display, base_dir=os.path.dirname(path))
     spec = dataclasses.replace(spec, source=path)
-    if spec.search.method not in STATIC_METHODS:
-        raise SpecError(
-            display,
-            "search.method",
-            f"expected one of {', '.join(sorted(STATIC_METHODS))}; "
-            f"{spec.search.method!r} is not available in this version",
-        )
+    _check_plugins(ctx, spec, display)
     driver = ctx.scheduler.drivers.get(spec.driver)
     await asyncio.to_thread(driver.validate, spec)
     trials = expand(spec)

@@ -105,3 +105,12 @@ def logs(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         raise NotFound(f"trial {sweep_name}/{index} has no attempt {number} (1..{len(attempts)})")
     path = os.path.join(layout.attempt_dir(sweep.output_dir, index, number), stream)
     return {"path": path, "attempt": number, "live": chosen.state != "ended", "state": trial.state}
+
+
+async def stop(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "stop", "args": {"trial": "x/3"}}`` -> ``{"trial": "x/3", "stopping": true,
+    "grace": 30.0}``: stop a trial early by hand. Its ``should_stop()`` turns true now, the
+    attempt is terminated after the sweep's grace period, and the trial ends ``stopped``.
+    """
+    sweep, index = split_trial(arg_str(args, "trial"))
+    return await ctx.scheduler.stop_trial(sweep, index)
