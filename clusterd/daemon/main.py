@@ -232,7 +232,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         line = f"driver    {name}: last poll {polled}"
         if h["last_error"]:
-            line += f"; last error: {h['last_error']}"
+            ago = time.time() - (h.get("last_error_at") or time.time())
+            line += f"; last error {ago:.0f} s ago: {h['last_error']}"
+        if h.get("failures"):
+            wait = max(0.0, (h.get("next_try_at") or 0) - time.time())
+            line += f"; backing off ({h['failures']} failed in a row, next try in {wait:.0f} s)"
         print(line)
     return 0
 

@@ -52,6 +52,9 @@ def decide(
         return Verdict("cancelled", "cancelled", "cancelled by the user")
     if ending.stop_requested:
         return Verdict("stopped", "stopped", "stopped early")
+    outside = _cancelled_outside(ending)
+    if outside and (status is None or status.get("exit_code") != 0):
+        return Verdict("cancelled", "cancelled", f"cancelled outside clusterd ({outside})")
     if status is None:
         return _without_status(ending, resume, retry, failures, resumes)
     code = status.get("exit_code")
@@ -59,11 +62,22 @@ def decide(
         return Verdict("completed", "completed", "exit code 0")
     if code is not None and code == resume.exit_code:
         return _resume(f"exited with the resume code {code}", resume, resumes, "resume")
+    reason = ending.scheduler_reason
+    if reason and reason.upper() in PREEMPTION_REASONS:
+        # the scheduler killed it (the runner saw only a SIGTERM): its word decides
+        return _resume(f"job ended by the scheduler ({reason})", resume, resumes, "lost")
     if status.get("timed_out"):
         if ending.checkpointed:
             return _resume("time limit reached after a checkpoint", resume, resumes, "timeout")
         return _failure("time limit reached without a checkpoint", retry, failures, "timeout")
     return _failure(_describe_exit(status), retry, failures, "failed")
+
+
+def _cancelled_outside(ending: Ending) -> str | None:
+    """The scheduler's word ("CANCELLED by 1000") if someone cancelled the job behind
+    clusterd's back (``scancel``): the trial is cancelled, not retried."""
+    reason = ending.scheduler_reason or ""
+    return reason if reason.upper().startswith("CANCELLED") else None
 
 
 def _without_status(

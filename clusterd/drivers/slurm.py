@@ -50,6 +50,7 @@ import pwd
 import re
 import secrets
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -112,6 +113,7 @@ STATE_DIR = ".slurm"  # under the sweep's output dir: batch scripts and early ta
 TOKEN_ENV = "CLUSTERD_JOB_TOKEN"
 NAME_PREFIX = "cd."
 DEFAULT_COMMAND_TIMEOUT = 30.0
+TIMEOUT_ENV = "CLUSTERD_SLURM_TIMEOUT"  # seconds every Slurm command may take (daemon-wide)
 MAX_SIGNAL_LEAD = 65535  # sbatch --signal accepts at most this many seconds
 #: tasks per sbatch whatever MaxArraySize says: ~225 bytes of script per task keeps the
 #: script well under slurmctld's default max_script_size (4 MB)
@@ -147,6 +149,13 @@ NODES_FORMAT = "%N|%n"
 LIMITS_TTL = 300.0
 CANCEL_FILE = "CANCEL"  # in an attempt dir: the packed batch shell SIGTERMs its runner
 SLOT_STARTED_FILE = "slurm_job_id"  # written by the batch script as an attempt starts
+#: in an attempt dir: Slurm requeued the attempt's job, which ends the attempt (written by
+#: the driver before it scancels the requeued job, or by a restarted batch script)
+REQUEUED_FILE = "requeued"
+#: pending reasons of a requeued job: it waits ``BeginTime`` (120 s) or is held
+REQUEUE_REASONS = frozenset(
+    {"BeginTime", "job requeued in held state", "JobHeldUser", "JobHeldAdmin"}
+)
 STATUS_FILE = "status.json"
 PACK_CHECK_SECONDS = 2  # how often a packed batch shell looks for CANCEL files
 PACK_SEP = "/"  # job id of a packed attempt: "<array>_<task>/<slot>"
@@ -187,16 +196,53 @@ _JOB_ID = re.compile(r"(\d+)(?:_(\d+|\[[0-9,%\-]+\]))?(?:\+\d+)?")
 def run_command(
     argv: Sequence[str], timeout: float, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a Slurm command without a shell; the default ``CommandRunner``."""
-    return subprocess.run(
+    """Run a Slurm command without a shell; the default ``CommandRunner``.
+
+    It runs in a process group of its own, killed whole on a time-out: login nodes
+    often wrap ``squeue`` & co in scripts, and a child left holding the output pipe
+    would make the wait for the output hang as long as the command itself.
+    """
+    proc = subprocess.Popen(
         list(argv),
-        input=stdin,
-        capture_output=True,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+
+
+def _env_timeout() -> dict[str, float]:
+    """``{"command_timeout": s}`` from ``CLUSTERD_SLURM_TIMEOUT``, the daemon's way to set it
+    (it builds drivers without options); a bad value is a DriverError naming it."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None:
+        return {}
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise DriverError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0")
+    return {"command_timeout": seconds}
 
 
 def _first_line(text: str) -> str:
@@ -629,7 +675,10 @@ def job_status(job: SlurmJob) -> JobStatus:
         return JobStatus("queued", job.job_id, job.reason, scheduler_state=state)
     if state in RUNNING_STATES:
         return JobStatus("running", job.job_id, host=job.nodes, scheduler_state=state)
-    return JobStatus("gone", job.job_id, _gone_reason(job), host=job.nodes, scheduler_state=state)
+    # the raw state: "CANCELLED by 1000" tells the daemon someone else cancelled it
+    return JobStatus(
+        "gone", job.job_id, _gone_reason(job), host=job.nodes, scheduler_state=job.state
+    )
 
 
 def _gone_reason(job: SlurmJob) -> str | None:
@@ -781,9 +830,12 @@ def build_sbatch_argv(
 ) -> list[str]:
     """The sbatch command line for one array of ``tasks`` tasks; no shell ever sees it.
 
-    ``--no-requeue``: a preempted or failed node ends the job, and the daemon
-    decides about a new attempt -- Slurm rerunning the same attempt dir would
-    run the attempt twice. ``extra`` comes last so it can override anything.
+    ``--requeue``: an admin's ``scontrol requeue`` (or preemption, or a node failure,
+    where the site requeues) must not be refused -- but Slurm rerunning the same
+    attempt dir would run the attempt twice, so the driver ends a requeued attempt
+    and cancels its job (``SlurmDriver._end_requeued``), the batch script refuses to
+    run an attempt again (``_REQUEUE_GUARD``), and the daemon submits a new attempt.
+    ``extra`` comes last so it can override anything.
     """
     array = f"0-{tasks - 1}" + (f"%{settings.throttle}" if settings.throttle else "")
     argv = [
@@ -794,7 +846,7 @@ def build_sbatch_argv(
         f"--chdir={state_dir}",
         f"--output={os.path.join(state_dir, name)}.out",
         "--open-mode=append",
-        "--no-requeue",
+        "--requeue",
     ]
     argv += _resource_args(settings)
     argv += list(settings.extra)
@@ -847,12 +899,23 @@ def render_batch_script(name: str, jobs: Sequence[JobRequest], pack: int = 1) ->
     lines += [
         *_UNKNOWN_TASK,
         'cd "$adir" || exit 97',
+        *_REQUEUE_GUARD,
         'printf \'%s_%s\\n\' "$SLURM_ARRAY_JOB_ID" "$SLURM_ARRAY_TASK_ID" >slurm_job_id',
         'exec "${argv[@]}" >>slurm.out 2>&1',
         "",
     ]
     return "\n".join(lines)
 
+
+#: a requeued job runs its script again: the attempt ran already, so it must not run twice
+#: (the daemon ends it and submits a new attempt); normally the driver scancels a requeued
+#: job first, this catches a requeue while no daemon was polling
+_REQUEUE_GUARD = [
+    'if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then',
+    f'    echo "$SLURM_RESTART_COUNT" >{REQUEUED_FILE}',
+    "    exit 0",
+    "fi",
+]
 
 _UNKNOWN_TASK = [
     "*)",
@@ -898,6 +961,14 @@ def _render_packed(name: str, jobs: Sequence[JobRequest], pack: int) -> str:
             lines += [f"    slot_{slot}() {{", *(f"        {x}" for x in _job_lines(job)), "    }"]
         lines.append("    ;;")
     lines += _UNKNOWN_TASK
+    lines += [
+        'if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then  # requeued: these attempts ran already',
+        '    for adir in "${adirs[@]}"; do',
+        f'        echo "$SLURM_RESTART_COUNT" >"$adir/{REQUEUED_FILE}"',
+        "    done",
+        "    exit 0",
+        "fi",
+    ]
     lines.append(f"gpus_per_slot={jobs[0].resources.gpus}")
     lines += _PACKED_TAIL.format(check=PACK_CHECK_SECONDS, cancel=CANCEL_FILE).splitlines()
     lines.append("")
@@ -1011,7 +1082,7 @@ class SlurmDriver(Driver):
     def __init__(
         self, options: Mapping[str, Any] | None = None, *, run: CommandRunner | None = None
     ) -> None:
-        super().__init__(options)
+        super().__init__({**_env_timeout(), **(options or {})})
         _check_options(self.options, DRIVER_OPTIONS, "slurm driver options")
         self._run = run or run_command
         self._timeout = float(self.options.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
@@ -1066,6 +1137,7 @@ class SlurmDriver(Driver):
         ids = self._resolve(jobs, queue)
         statuses: dict[str, JobStatus] = {}
         ended: dict[str, str] = {}  # token -> job id
+        requeued: dict[str, str] = {}  # token -> job id
         for ref in jobs:
             job_id = ids.get(ref.token)
             if job_id is None:
@@ -1073,14 +1145,40 @@ class SlurmDriver(Driver):
                 continue
             slurm_id, slot = split_slot(job_id)
             row = queue.get(slurm_id)
+            if row is not None and _requeued(ref, row):
+                requeued[ref.token] = job_id
+                continue
             if row is None or _ended(row):
-                ended[ref.token] = job_id
+                if (Path(ref.attempt_dir) / REQUEUED_FILE).exists():
+                    statuses[ref.token] = _requeued_status(job_id)
+                else:
+                    ended[ref.token] = job_id
                 continue
             status = replace(job_status(row), job_id=job_id)
             statuses[ref.token] = status if slot is None else _slot_status(ref, status)
         if ended:
             statuses.update(self._final_states(ended, queue))
+        if requeued:
+            statuses.update(self._end_requeued(jobs, requeued))
         return statuses
+
+    def _end_requeued(
+        self, jobs: Sequence[JobRef], requeued: Mapping[str, str]
+    ) -> dict[str, JobStatus]:
+        """End attempts whose job Slurm requeued (``scontrol requeue``, preemption or a node
+        failure with requeue on): the job would run the same attempt dir again after its
+        ``BeginTime``, so the driver marks the attempts and ``scancel``s the job, and the
+        daemon submits a new attempt (a resume, not a failure)."""
+        dirs = {ref.token: ref.attempt_dir for ref in jobs}
+        for token in requeued:
+            try:
+                (Path(dirs[token]) / REQUEUED_FILE).write_text("requeued\n")
+            except OSError as exc:
+                raise DriverError(f"cannot mark {dirs[token]} as requeued: {exc}") from exc
+        slurm_ids = sorted({split_slot(job_id)[0] for job_id in requeued.values()})
+        log.info("slurm: %s requeued by Slurm; cancelled for new attempts", ", ".join(slurm_ids))
+        self._scancel(slurm_ids)
+        return {token: _requeued_status(job_id) for token, job_id in requeued.items()}
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
         """One ``scancel`` for all jobs with nothing else left to run; jobs that already
@@ -1498,6 +1596,26 @@ def split_slot(job_id: str) -> tuple[str, int | None]:
 
 def _with_slot(job_id: str, slot: int | None) -> str:
     return job_id if slot is None else f"{job_id}{PACK_SEP}{slot}"
+
+
+def _requeued(ref: JobRef, row: SlurmJob) -> bool:
+    """True if Slurm requeued the job after this attempt started in it: queued again (held
+    or waiting for its ``BeginTime``) while the attempt dir says it ran."""
+    state = row.base_state
+    if state not in QUEUED_STATES or not (
+        state.startswith("REQUEUE") or row.reason in REQUEUE_REASONS
+    ):
+        return False
+    return (Path(ref.attempt_dir) / SLOT_STARTED_FILE).exists()
+
+
+def _requeued_status(job_id: str) -> JobStatus:
+    return JobStatus(
+        "gone",
+        job_id,
+        "REQUEUED (by Slurm: this attempt ends, a new one is submitted)",
+        scheduler_state="REQUEUED",
+    )
 
 
 def _slot_status(ref: JobRef, status: JobStatus) -> JobStatus:

@@ -161,7 +161,7 @@ def test_sacct_final_states() -> None:
     assert job_status(jobs["43_0"]).reason is None
     assert job_status(jobs["43_1"]).reason == "FAILED (exit code 3:0)"
     cancelled = job_status(jobs["43_2"])
-    assert (cancelled.reason, cancelled.scheduler_state) == ("CANCELLED by 0", "CANCELLED")
+    assert (cancelled.reason, cancelled.scheduler_state) == ("CANCELLED by 0", "CANCELLED by 0")
     assert cancelled.host == "vm"  # its own line wins over the folded 43_[4-5%2] line
     assert job_status(jobs["43_5"]).reason == "CANCELLED by 0"
     assert job_status(jobs["44_0"]).scheduler_state == "TIMEOUT"
@@ -387,7 +387,7 @@ def test_sbatch_argv_translates_every_resource_and_option(tmp_path: Path) -> Non
         "--chdir=/state",
         "--output=/state/cd.sw.x.out",
         "--open-mode=append",
-        "--no-requeue",
+        "--requeue",
         "--cpus-per-task=4",
         "--gres=gpu:2",
         "--mem=16384M",

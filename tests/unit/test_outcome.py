@@ -93,3 +93,19 @@ def test_verdicts_respect_the_budgets(
         assert not v.resume or resumes < RESUME.max_resumes
     if code == 0 and not (cancel or stop):
         assert v.trial_state == "completed"
+
+
+def test_a_job_cancelled_outside_clusterd_cancels_the_trial_with_the_reason() -> None:
+    killed = status(None, signal="TERM")  # the runner saw scancel's SIGTERM
+    v = decide(Ending(killed, scheduler_reason="CANCELLED by 1000"), RESUME, RETRY, 0, 0)
+    assert (v.outcome, v.trial_state, v.failure) == ("cancelled", "cancelled", False)
+    assert v.reason == "cancelled outside clusterd (CANCELLED by 1000)"
+    done = decide(Ending(status(0), scheduler_reason="CANCELLED by 1000"), RESUME, RETRY, 0, 0)
+    assert done.trial_state == "completed"  # it had finished: the exit code says so
+
+
+def test_preemption_after_the_runner_saw_sigterm_resumes_without_a_failure() -> None:
+    killed = status(None, signal="TERM")
+    for reason in ("PREEMPTED", "REQUEUED", "NODE_FAIL"):
+        v = decide(Ending(killed, scheduler_reason=reason), RESUME, RetryPolicy(0), 0, 0)
+        assert (v.trial_state, v.failure, v.resume) == ("pending", False, True), reason

@@ -28,6 +28,9 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             "last_poll_at": h.last_poll_at,
             "last_error": h.last_error,
             "last_error_at": h.last_error_at,
+            # failed calls in a row; while > 0 the daemon backs off until next_try_at
+            "failures": h.failures,
+            "next_try_at": h.next_try_at if h.failures else None,
         }
         for name, h in ctx.scheduler.health.items()
     }
