@@ -87,11 +87,7 @@ class _Sweep:
             "best_value": best[1] if best else None,
             "best_step": best[0] if best else None,
             "reason": _reason(state, i),
-            "stop_decision": (
-                {"rule": "median", "step": 12, "value": curve[-1][1], "median": 0.412}
-                if state == "stopped"
-                else None
-            ),
+            "stop_decision": _median_stop(best) if state == "stopped" and best else None,
             "params": params,
             "updated_at": NOW - 60,
             "runtime_s": 0.0 if attempts == 0 else 60.0 * (5 + i % 50),
@@ -120,12 +116,26 @@ class _Sweep:
         }
 
 
+def _median_stop(best: list[float]) -> dict[str, Any]:
+    """A stop decision of the shape the median rule records (clusterd/stopping/)."""
+    step, value = int(best[0]), best[1]
+    return {
+        "rule": "median",
+        "step": step,
+        "value": value,
+        "threshold": 0.412,
+        "reason": f"best {value:.6g} by step {step} is worse than the median 0.412 "
+        "of 18 other trials at that step",
+        "at": NOW - 1500,
+    }
+
+
 def _reason(state: str, i: int) -> str | None:
     return {
         "running": f"started on gpu{i % 4:02d}",
         "queued": "submitted",
         "failed": "exit code 1 (retries used up)",
-        "stopped": "early-stopped: below median at step 12",
+        "stopped": "stopped early",
         "cancelled": "cancelled by the user",
         "completed": "exit code 0",
     }.get(state)
@@ -342,6 +352,21 @@ class FakeBackend:
         path = f"{sweep.view()['output_dir']}/{t['index']}/attempt-{n}/{stream}"
         return {"path": path, "attempt": n, "live": t["state"] == "running", "state": t["state"]}
 
+    def _op_stop(self, trial: str) -> dict[str, Any]:
+        """Record a manual stop decision, as the daemon does; the trial ends later (``emit``)."""
+        _, t = self._trial(trial)
+        if t["state"] in ("completed", "failed", "cancelled", "stopped"):
+            raise InvalidRequest(f"trial {trial} has already ended ({t['state']})")
+        t["stop_decision"] = {
+            "rule": "manual",
+            "step": t["last_step"],
+            "value": t["last_value"],
+            "threshold": None,
+            "reason": "stopped by hand",
+            "at": NOW,
+        }
+        return {"trial": trial, "stopping": True}
+
     def _op_cancel(self, target: str) -> dict[str, int]:
         return {"cancelled": 0, "cancelling": 1}
 
@@ -369,7 +394,7 @@ def _attempt(n: int, t: dict[str, Any], base: str) -> dict[str, Any]:
         "signal": None,
         "job_id": f"{41200 + t['index'] * 3 + n}",
         "host": f"gpu{t['index'] % 4:02d}",
-        "reason": None if running else f"exit code {0 if outcome == 'completed' else 3}",
+        "reason": None if running else _attempt_reason(outcome),
         "token": f"tok{n}",
         "submitted_at": started - 20,
         "started_at": started,
@@ -377,6 +402,15 @@ def _attempt(n: int, t: dict[str, Any], base: str) -> dict[str, Any]:
         "runtime": 540.0,
         "dir": f"{base}/attempt-{n}",
     }
+
+
+def _attempt_reason(outcome: str | None) -> str:
+    return {
+        "completed": "exit code 0",
+        "stopped": "stopped early",
+        "cancelled": "cancelled by the user",
+        "failed": "exit code 1",
+    }.get(outcome or "", "exit code 3 (resume)")
 
 
 def _transitions(t: dict[str, Any]) -> list[dict[str, Any]]:

@@ -85,6 +85,8 @@ class TrialRow:
     best_value: float | None = None
     best_step: int | None = None
     reason: str | None = None
+    #: a stop decision is recorded and the trial has not ended yet ("stopping")
+    stopping: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     gpu_util: float | None = None
     #: seconds run by finished attempts (plus, for a running trial, up to ``running_since``)
@@ -104,8 +106,14 @@ class TrialRow:
             best_value=view.get("best_value"),
             best_step=view.get("best_step"),
             reason=view.get("reason"),
+            stopping=_stopping(view),
             params=view.get("params") or {},
         )
+
+    @property
+    def shown_state(self) -> str:
+        """The state column: ``stopping`` for a live trial with a stop decision."""
+        return "stopping" if self.stopping and self.state not in FINAL_STATES else self.state
 
     @property
     def params_str(self) -> str:
@@ -119,6 +127,7 @@ class TrialRow:
         for key in ("state", "reason", "last_step", "last_value", "best_value", "best_step"):
             setattr(self, key, view.get(key))
         self.attempts = int(view.get("attempts") or 0)
+        self.stopping = _stopping(view)
         self.version += 1
 
     def runtime(self, now: float) -> float | None:
@@ -145,6 +154,8 @@ class TrialRow:
         state, t = event.get("state"), event.get("t")
         if not isinstance(state, str):
             return False
+        if event.get("from") in FINAL_STATES:
+            self.stopping = False  # relaunched: the daemon cleared its stop decision
         if state == "queued" and event.get("from") == "pending":
             self.attempts += 1  # the scheduler records a new attempt with every submission
         if isinstance(t, int | float):
@@ -156,6 +167,10 @@ class TrialRow:
         self.state = state
         self.reason = event.get("reason")
         return True
+
+
+def _stopping(view: dict[str, Any]) -> bool:
+    return bool(view.get("stop_decision")) and view.get("state") not in FINAL_STATES
 
 
 #: column key -> how rows sort by it (None values always last)

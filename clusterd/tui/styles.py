@@ -22,6 +22,7 @@ _STATE_VARS: dict[str, tuple[str, bool, bool]] = {
     "failed": ("text-error", True, False),
     "cancelled": ("text-warning", False, False),
     "stopped": ("text-accent", False, True),
+    "stopping": ("text-accent", True, False),  # shown, not a state: running + stop decision
 }
 
 _cache: dict[str, dict[str, Style]] = {}

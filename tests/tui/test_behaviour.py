@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from textual.widgets import Static
 
 from clusterd.tui.fake import FakeBackend
+from clusterd.tui.screens.detail import DetailScreen
 from clusterd.tui.screens.dialogs import ConfirmScreen, ExportScreen
 from clusterd.tui.screens.sweeps import SweepsScreen
 from clusterd.tui.screens.trials import TrialsScreen
+from clusterd.tui.widgets.text_line import TextLine
 from clusterd.tui.widgets.trial_table import TrialTable
 from tests.tui.conftest import demo_app, loaded, run_async, settle
 
@@ -21,6 +25,14 @@ async def open_trials(pilot: Any, sweep: str = "lr-depth") -> TrialsScreen:
     screen = pilot.app.screen
     assert isinstance(screen, TrialsScreen) and screen.sweep == sweep
     return screen
+
+
+def plain(widget: Static) -> str:
+    """What a Static shows, as text (rendered 200 columns wide)."""
+    console = Console(width=200, color_system=None)
+    with console.capture() as capture:
+        console.print(widget.content)
+    return capture.get()
 
 
 def calls(backend: FakeBackend, op: str) -> int:
@@ -181,3 +193,63 @@ async def test_a_sweep_that_does_not_exist_says_so_and_closes() -> None:
     async with app.run_test() as pilot:
         await settle(pilot, loaded(app, SweepsScreen), what="the sweeps list")
         assert any("nope" in n.message for n in app._notifications)
+
+
+@run_async
+async def test_stop_early_asks_then_shows_the_trial_stopping() -> None:
+    backend = FakeBackend()
+    app = demo_app(backend=backend, sweep="lr-depth")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_trials(pilot)
+        await pilot.press("x")  # trial 0 has completed: nothing to stop
+        await settle(pilot)
+        assert app.screen is screen and calls(backend, "stop") == 0
+        assert any("already ended (completed)" in n.message for n in app._notifications)
+
+        await pilot.press(*["down"] * 25)  # trial 25: running
+        await settle(pilot)
+        assert screen.table.current is not None and screen.table.current.state == "running"
+        await pilot.press("x")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await settle(pilot, lambda: app.screen is screen)
+        assert calls(backend, "stop") == 0
+
+        await pilot.press("x", "y")
+        await settle(pilot, lambda: screen.trials.rows[25].stopping, what="the row re-read")
+        assert ("stop", {"trial": "lr-depth/25"}) in backend.calls
+        assert screen.table.current.shown_state == "stopping"
+        assert screen.trials.rows[25].state == "running"  # the filter still finds it
+        await pilot.press("x")  # a second x only says so
+        await settle(pilot)
+        assert calls(backend, "stop") == 1 and app.screen is screen
+
+        # the daemon ends the trial: the row says stopped, not stopping
+        backend.emit(
+            {"type": "trial", "sweep_id": 1, "index": 25, "from": "running", "state": "stopped"}
+        )
+        await settle(pilot, lambda: screen.table.current.shown_state == "stopped")
+
+        await pilot.press("up", "enter")  # trial 24 is running too: stop it from its detail
+        await settle(pilot, loaded(app, DetailScreen))
+        detail = app.screen
+        assert isinstance(detail, DetailScreen) and detail.index == 24
+        await pilot.press("x", "y")
+        await settle(pilot, lambda: bool(detail.show.get("stop_decision")))
+        overview = plain(detail.query_one("#overview-body", Static))
+        assert "manual" in overview and "stopped by hand" in overview
+        assert "stopping: stopped by hand" in detail.query_one("#summary", TextLine).text.plain
+
+
+@run_async
+async def test_stop_refuses_a_trial_that_ended() -> None:
+    backend = FakeBackend()
+    app = demo_app(backend=backend, sweep="lr-depth", trial=2)  # trial 2 was early-stopped
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, loaded(app, DetailScreen))
+        await pilot.press("x")
+        await settle(pilot)
+        assert isinstance(app.screen, DetailScreen) and calls(backend, "stop") == 0
+        assert not app.screen.active_bindings["x"].enabled  # greyed out in the footer
+        overview = plain(app.screen.query_one("#overview-body", Static))
+        assert "median" in overview and "threshold" in overview and "0.412" in overview

@@ -19,6 +19,7 @@ from tests.tui.conftest import demo_app, loaded, settle
 
 SIZES = [(80, 24), (160, 48)]
 RUNNING_TRIAL = 25  # running, second attempt, one checkpoint: the fullest detail screen
+STOPPED_TRIAL = 2  # early-stopped by the median rule: the stop decision pane filled in
 
 
 def then(*keys: str, shows: type | None = None) -> Callable[[Pilot[Any]], Awaitable[None]]:
@@ -54,6 +55,14 @@ def test_detail(snap_compare: Any, size: tuple[int, int], tab: str) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_detail_stopped_trial(snap_compare: Any, size: tuple[int, int]) -> None:
+    app = demo_app(sweep="lr-depth", trial=STOPPED_TRIAL)
+    # at 80x24 the decision is below the fold: scroll the overview down to it
+    keys = ("end",) if size == (80, 24) else ()
+    assert snap_compare(app, terminal_size=size, run_before=then(*keys, shows=DetailScreen))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_help(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(demo_app(sweep="lr-depth"), terminal_size=size, run_before=then("?"))
 
@@ -69,6 +78,11 @@ def test_trials_filtered_to_failed(snap_compare: Any) -> None:
 def test_confirm_cancel(snap_compare: Any) -> None:
     app = demo_app(sweep="lr-depth", trial=RUNNING_TRIAL)
     assert snap_compare(app, run_before=then("c"))
+
+
+def test_confirm_stop_early(snap_compare: Any) -> None:
+    app = demo_app(sweep="lr-depth", trial=RUNNING_TRIAL)
+    assert snap_compare(app, run_before=then("x"))
 
 
 def test_light_theme(snap_compare: Any) -> None:

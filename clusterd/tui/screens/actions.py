@@ -1,8 +1,9 @@
-"""The actions the screens share: cancel, relaunch, export, copy a trial's directory.
+"""The actions the screens share: cancel, stop early, relaunch, export, copy a trial's dir.
 
 Each asks first (``LiveScreen.confirm``), then sends one request from a worker;
 the outcome comes back as a notification. The daemon's own events then update
-the tables, so an action never patches the screen by hand.
+the tables, so an action never patches the screen by hand; a stop decision, which
+no event reports until the trial ends, makes the screens re-read that trial.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual import work
 
 from clusterd.errors import ClusterdError
 from clusterd.tui.messages import ActionDone, RequestFailed
+from clusterd.tui.model import FINAL_STATES
 from clusterd.tui.screens.base import LiveScreen
 from clusterd.tui.screens.dialogs import ExportScreen
 
@@ -54,7 +56,7 @@ class ActionsMixin(LiveScreen):
         )
 
     def ask_cancel_trial(self, trial: str, state: str) -> None:
-        if state in ("completed", "failed", "cancelled", "stopped"):
+        if state in FINAL_STATES:
             self.notify(f"{trial} has already ended ({state})", severity="warning")
             return
         self.confirm(
@@ -64,6 +66,28 @@ class ActionsMixin(LiveScreen):
                 "cancel",
                 {"target": trial},
                 lambda r: f"{trial}: " + ("stopping" if r["cancelling"] else "cancelled"),
+            ),
+        )
+
+    def ask_stop_trial(self, trial: str, state: str, stopping: bool = False) -> None:
+        """Early-stop by hand: unlike cancel, the trial ends ``stopped`` and counts as a
+        finished result (its metrics so far stand), like a rule's decision."""
+        if state in FINAL_STATES:
+            self.notify(f"{trial} has already ended ({state})", severity="warning")
+            return
+        if stopping:
+            self.notify(f"{trial} is already stopping", severity="information")
+            return
+        self.confirm(
+            f"Stop trial {trial} early?",
+            f"It is {state}. The daemon records a manual stop decision: the trial sees "
+            "trial.should_stop(), is terminated after the grace period if it goes on, "
+            "and ends stopped with the metrics it reported.",
+            lambda: self.request(
+                "stop",
+                {"trial": trial},
+                lambda r: f"{r.get('trial', trial)}: stopping early (by hand)",
+                trial=trial,
             ),
         )
 

@@ -53,7 +53,8 @@ class DetailScreen(ActionsMixin):
     HELP = (
         "One trial. Tabs: 1 overview, 2 plot (this trial vs the sweep's best trial and "
         "median, plus GPU sparklines), 3 log (o switches stdout/stderr, [ and ] the "
-        "attempt), 4 history (every state transition)."
+        "attempt), 4 history (every state transition). x stops the trial early by hand "
+        "(it ends 'stopped' and its results count); c cancels it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -64,6 +65,7 @@ class DetailScreen(ActionsMixin):
         Binding("o", "toggle_stream", "stdout/err"),
         Binding("left_square_bracket", "attempt(-1)", "Prev attempt", show=False),
         Binding("right_square_bracket", "attempt(1)", "Next attempt", show=False),
+        Binding("x", "stop_trial", "Stop early"),
         Binding("c", "cancel_trial", "Cancel"),
         Binding("y", "copy_path", "Copy dir"),
     ]
@@ -106,6 +108,7 @@ class DetailScreen(ActionsMixin):
 
     def on_mount(self) -> None:
         self._render_summary()
+        self._focus_pane("overview")
 
     @property
     def active_tab(self) -> str:
@@ -145,6 +148,7 @@ class DetailScreen(ActionsMixin):
         was_live = self.show.get("state") not in FINAL_STATES
         self.show = message.show
         self.loaded = True
+        self.refresh_bindings()
         self._render_summary()
         self._render_overview()
         self._render_history()
@@ -202,12 +206,22 @@ class DetailScreen(ActionsMixin):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id
+        if tab:
+            self._focus_pane(tab)
         if tab == "plot" and self._plot_stale and self.loaded:
             self._fetch_plot()
         if tab == "log":
             self.log_tail.show()
         else:
             self.log_tail.hide()
+
+    def _focus_pane(self, tab: str) -> None:
+        """Give the pane's scrollable the keys, so arrows, pgup/pgdn and end scroll it
+        at once (1-4 switch tabs; the tab bar needs no focus)."""
+        for widget in self.query_one(f"TabPane#{tab}").query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
 
     # -- rendering -------------------------------------------------------------
 
@@ -235,6 +249,11 @@ class DetailScreen(ActionsMixin):
         if s.get("waiting_for"):
             reason = f"waiting for: {s['waiting_for']}"
         second = Text(reason, style="dim")
+        decision = s.get("stop_decision")
+        if decision and state not in FINAL_STATES:
+            why = decision.get("reason") or f"rule {decision.get('rule')}"
+            stopping = state_styles(self.app).get("stopping", "")
+            second = Text.assemble(("stopping", stopping), f": {why}")
         self.query_one("#summary", TextLine).show(Text("\n").join([first, second]))
 
     def _render_overview(self) -> None:
@@ -243,7 +262,7 @@ class DetailScreen(ActionsMixin):
             _section("Parameters", _params_table(s.get("params") or {})),
             _section("Attempts", _attempts_table(s.get("attempt_list") or [])),
             _section("Checkpoints", _checkpoints_table(s.get("checkpoints") or [])),
-            _section("Early stopping", _stop_text(s.get("stop_decision"))),
+            _section("Early stopping", _stop_pane(s.get("stop_decision"), s.get("state"))),
         ]
         if s.get("errors"):
             errors = Text("\n".join(f"attempt {e['attempt']}: {e['message']}" for e in s["errors"]))
@@ -290,8 +309,23 @@ class DetailScreen(ActionsMixin):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Grey out cancel and stop in the footer once the trial has ended."""
+        if action in ("cancel_trial", "stop_trial") and self.show.get("state") in FINAL_STATES:
+            return None
+        return True
+
     def action_cancel_trial(self) -> None:
         self.ask_cancel_trial(self.name_, self.show.get("state", "unknown"))
+
+    def action_stop_trial(self) -> None:
+        state = self.show.get("state", "unknown")
+        stopping = bool(self.show.get("stop_decision")) and state not in FINAL_STATES
+        self.ask_stop_trial(self.name_, state, stopping)
+
+    def trial_changed(self, trial: str) -> None:
+        if trial == self.name_:
+            self._fetch_show()
 
     def action_copy_path(self) -> None:
         self.copy_trial_dir(self.name_)
@@ -346,9 +380,48 @@ def _checkpoints_table(checkpoints: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def _stop_text(decision: dict[str, Any] | None) -> RenderableType:
+#: a stop decision's keys, in the order the pane lists them, and their labels
+_STOP_FIELDS = (
+    ("rule", "rule"),
+    ("step", "at step"),
+    ("value", "value"),
+    ("threshold", "threshold"),
+    ("reason", "reason"),
+    ("at", "decided"),
+)
+
+
+def _stop_pane(decision: dict[str, Any] | None, state: str | None) -> RenderableType:
+    """Why the trial was (or is being) stopped: the rule's inputs and verdict, as recorded."""
     if not decision:
         return Text(
-            "no stop decision (the trial runs to its end unless a rule stops it)", style="dim"
+            "no stop decision (the trial runs to its end unless a rule or x stops it)",
+            style="dim",
         )
-    return Text(" ".join(f"{k}={v}" for k, v in decision.items()))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, label in _STOP_FIELDS:
+        if key in decision:
+            table.add_row(label, _stop_value(key, decision[key]))
+    for key, value in decision.items():  # a rule's own figures (median over n trials, rung)
+        if key not in dict(_STOP_FIELDS):
+            table.add_row(key, _stop_value(key, value))
+    if state in FINAL_STATES:
+        return table
+    note = Text(
+        "stopping: the trial sees trial.should_stop(); if it goes on, the daemon ends the "
+        "attempt after the grace period",
+        style="dim",
+    )
+    return Group(table, note)
+
+
+def _stop_value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "at" and isinstance(value, int | float):
+        return _when(value)
+    if isinstance(value, float):
+        return fmt_value(value)
+    return str(value)

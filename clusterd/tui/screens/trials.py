@@ -52,7 +52,9 @@ class TrialsScreen(ActionsMixin):
     HELP_TITLE = "trials"
     HELP = (
         "One line per trial, updated live. f filters by state, / searches the "
-        "parameters (all words must match, e.g. 'lr=0.01 adam'), s and S sort."
+        "parameters (all words must match, e.g. 'lr=0.01 adam'), s and S sort. "
+        "x stops the highlighted trial early (it ends 'stopped', its results count); "
+        "c cancels it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -61,6 +63,7 @@ class TrialsScreen(ActionsMixin):
         Binding("slash", "search", "Search", key_display="/"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse sort", show=False),
+        Binding("x", "stop_trial", "Stop early"),
         Binding("c", "cancel_trial", "Cancel"),
         Binding("C", "cancel_sweep", "Cancel sweep", show=False),
         Binding("r", "relaunch", "Relaunch failed", show=False),
@@ -217,6 +220,7 @@ class TrialsScreen(ActionsMixin):
 
     @work(thread=True, group="rows")
     def _fetch_rows(self, indices: list[int]) -> None:
+        """Re-read a few trials (``show``): their attempt ended, or we stopped one."""
         try:
             views = [self.capp.backend.call("show", trial=f"{self.sweep}/{i}") for i in indices]
         except ClusterdError:
@@ -361,6 +365,16 @@ class TrialsScreen(ActionsMixin):
         row = self.table.current
         if row is not None:
             self.ask_cancel_trial(f"{self.sweep}/{row.index}", row.state)
+
+    def action_stop_trial(self) -> None:
+        row = self.table.current
+        if row is not None:
+            self.ask_stop_trial(f"{self.sweep}/{row.index}", row.state, row.stopping)
+
+    def trial_changed(self, trial: str) -> None:
+        sweep, _, index = trial.rpartition("/")
+        if sweep == self.sweep and index.isdigit() and int(index) in self.trials.rows:
+            self._fetch_rows([int(index)])
 
     def action_cancel_sweep(self) -> None:
         counts = self.trials.counts()

@@ -56,7 +56,7 @@ def _cell(row: TrialRow, key: str, now: float) -> str:
     if key == "index":
         return str(row.index)
     if key == "state":
-        return row.state
+        return row.shown_state
     if key == "attempts":
         return str(row.attempts)
     if key == "step":
@@ -300,7 +300,7 @@ class TrialTable(ScrollView, can_focus=True):
         base = self.rich_style
         if cursor:
             base = base + self.get_component_rich_style("trial-table--cursor")
-        state_style = state_styles(self.app).get(row.state, Style())
+        state_style = state_styles(self.app).get(row.shown_state, Style())
         now = self._now()
         segments = []
         for n, (col, w) in enumerate(self._widths()):
