@@ -56,6 +56,9 @@ class Client:
         self._sock = sock
         self._file = sock.makefile("rb")
         self.hello = self._read()
+        if self.hello.get("ok") is False and isinstance(self.hello.get("error"), dict):
+            self.close()
+            raise error_from_wire(self.hello["error"])  # e.g. forbidden: not the owner's uid
         if self.hello.get("hello") != "clusterd":
             raise DaemonUnreachable(f"{self.path} is not a clusterd socket")
         return self

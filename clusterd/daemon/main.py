@@ -17,6 +17,7 @@ import time
 
 from clusterd import paths
 from clusterd.client import Client
+from clusterd.daemon.homecheck import check_home
 from clusterd.errors import ClusterdError, DaemonUnreachable
 
 __all__ = ["main"]
@@ -99,6 +100,7 @@ def _clean_stale() -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    check_home(paths.home())  # before ensure_home tightens modes: a shared home is refused
     paths.ensure_home()
     pid = _running_pid()
     if pid is not None:

@@ -110,6 +110,10 @@ class Server:
                 )
                 err = Forbidden("this daemon serves only its owner (peer uid differs)")
                 await self._write(writer, error_reply(None, err))
+                # Take (and drop) a request the client sent before reading: closing with it
+                # unread would reset the connection, and the client would not see why.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader.read(MAX_LINE), 1.0)
                 return
             hello = {"hello": "clusterd", "version": __version__, "protocol": PROTOCOL_VERSION}
             await self._write(writer, hello)
@@ -166,9 +170,10 @@ class Server:
     async def _dispatch(self, request: Request) -> dict[str, Any]:
         handler = self.handlers[request.op]
         try:
-            result = handler(self.context, request.args)
-            if inspect.isawaitable(result):
-                result = await result
+            if inspect.iscoroutinefunction(handler):
+                result = await handler(self.context, request.args)
+            else:  # in a worker thread: a locked database must not freeze the socket
+                result = await asyncio.to_thread(handler, self.context, request.args)
             return ok_reply(request.id, result)
         except ClusterdError as exc:
             return error_reply(request.id, exc)

@@ -99,12 +99,6 @@ def test_daemon_outlives_a_lock_held_past_its_heartbeat(daemon: Daemon) -> None:
     assert "could not renew the database lease (will retry)" in daemon.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the scheduler runs its SQLite transactions on the event loop's thread "
-    "(scheduler.Scheduler.tick -> Store.tx), so a locked database freezes the socket "
-    "for up to the 30 s busy timeout: ping, status and cancel go unanswered",
-)
 def test_daemon_answers_while_the_database_is_locked(daemon: Daemon, tmp_path: Path) -> None:
     db = daemon.home / "clusterd.db"
     daemon.ctl("submit", str(write_sweep(tmp_path, "la", trials=2, steps=300, pause=0.01)))
@@ -197,6 +191,7 @@ def test_a_failed_commit_loses_no_metric_line(tmp_path: Path) -> None:
     store = Store(engine)
     out = tmp_path / "runs"
     spec: dict[str, Any] = {"name": "s", "driver": "local", "source": str(tmp_path / "s.toml")}
+    spec["command"] = ["true"]
     spec |= {"output_dir": str(out), "metric": {"name": "loss", "mode": "min"}}
     store.create_sweep(spec, [({"x": 1}, "1"), ({"x": 2}, "2")], None)
     with store.tx() as conn:
