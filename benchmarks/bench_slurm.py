@@ -1,4 +1,4 @@
-"""200 trivial attempts through the Slurm driver vs submitit's ``map_array``, on the local Slurm.
+"""1,000 trivial attempts through the Slurm driver vs submitit and one-sbatch-per-job; poll CPU.
 
 clusterd: ``SlurmDriver.submit`` of N attempts -- each the real clusterd runner with a
 launch.json whose command is ``true``, as the daemon submits them -- then
@@ -15,8 +15,18 @@ log their name and ``exec`` the real one. Jobs inherit PATH, so ``srun`` calls m
 inside jobs (submitit starts every task with one: a job step for slurmctld) are counted
 too, apart. Runs alternate (ours, submitit, ours, ...) so that both see the same cluster.
 The one-node cluster runs 2 tasks at a time (2 CPUs): wall time is mostly Slurm's.
+Second baseline: one ``sbatch`` per job (what cluster_utils does), N jobs submitted
+``--hold`` (so they do not compete with the runs above) and cancelled: its submission
+calls and submission wall time.
 
-    python benchmarks/bench_slurm.py [--quick] [--runs 3] [--poll 2]
+Poll cost (``--part cpu``): N = 1,000 and 10,000 held array tasks really in the queue
+(``sbatch --hold --array``, chunks of MaxArraySize - 1), polled by ``SlurmDriver.poll``
+with a ref per task; the daemon's CPU per poll (``time.process_time``: this process
+only, ``squeue`` itself is a child and slurmctld's work) and the wall time, median of 5
+polls, then ``scancel``. Target: < 1 s CPU at 10,000, growing no faster than linearly.
+
+    python benchmarks/bench_slurm.py [--quick] [--runs 1] [--poll 30] [-n 1000]
+                                      [--part all|calls|cpu]
 
 Needs the local Slurm of ``.ci/slurm-setup.sh`` (run as root; the script starts it) and
 submitit (the ``bench`` extra). Without them it prints the table with no figures and says
@@ -38,8 +48,11 @@ from pathlib import Path
 
 import _common as C
 
-N_FULL = 200
+N_FULL = 1000
 N_QUICK = 10
+POLL_SIZES_FULL = (1_000, 10_000)
+POLL_SIZES_QUICK = (100, 1_000)
+POLLS = 5
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sacctmgr", "sinfo", "srun")
 LOGIN_NODE = COMMANDS[:-1]  # what the submitting side runs; srun runs inside the jobs
 SETUP = C.REPO / ".ci" / "slurm-setup.sh"
@@ -57,6 +70,8 @@ class Result:
     calls: collections.Counter[str]
     polls: int = 0
     squeue_per_poll: list[int] = field(default_factory=list)
+    submit_wall: float = 0.0
+    poll_cpu: list[float] = field(default_factory=list)  # process_time of each poll
 
     def scheduler_calls(self) -> int:
         return sum(self.calls[c] for c in LOGIN_NODE)
@@ -144,10 +159,12 @@ def run_clusterd(root: Path, n: int, poll: float, shims: Shims) -> Result:
     if len(ids) != n:
         raise RuntimeError(f"only {len(ids)} of {n} attempts were submitted")
     refs = [JobRef(job.token, ids[job.token], job.attempt_dir) for job in jobs]
-    result = Result(0.0, collections.Counter())
+    result = Result(0.0, collections.Counter(), submit_wall=time.perf_counter() - t0)
     while True:
         squeues = shims.counts()["squeue"]
+        cpu = time.process_time()
         statuses = driver.poll(refs)
+        result.poll_cpu.append(time.process_time() - cpu)
         result.polls += 1
         result.squeue_per_poll.append(shims.counts()["squeue"] - squeues)
         if all(s.phase == "gone" for s in statuses.values()):
@@ -182,6 +199,69 @@ def run_submitit(root: Path, n: int, shims: Shims) -> Result:
     return Result(wall, shims.since(before))
 
 
+def run_per_job(root: Path, n: int, shims: Shims) -> Result:
+    """One ``sbatch`` per job, as cluster_utils submits: held, then cancelled (only the
+    submission is compared; running them would take as long as the arrays above)."""
+    from clusterd.drivers.slurm import run_command
+
+    name = f"cdb-perjob-{os.getpid()}"
+    root.mkdir(parents=True)
+    before = shims.counts()
+    t0 = time.perf_counter()
+    try:
+        for _ in range(n):
+            argv = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--cpus-per-task=1"]
+            argv += ["--mem=100M", f"--output={root}/%j.out", "--wrap=true"]
+            done = run_command(argv, 60)
+            if done.returncode != 0:
+                raise RuntimeError(f"sbatch failed: {done.stderr.strip()}")
+        wall = time.perf_counter() - t0
+        calls = shims.since(before)
+    finally:
+        run_command(["scancel", f"--name={name}"], 60)
+    return Result(wall, calls)
+
+
+def poll_cost(root: Path, n: int, chunk: int) -> tuple[float, float, int]:
+    """``(median CPU s, median wall s, squeue lines)`` of ``SlurmDriver.poll`` over ``n``
+    held array tasks in the real queue."""
+    from clusterd.drivers.base import JobRef
+    from clusterd.drivers.slurm import SlurmDriver, run_command
+
+    name = f"cd.bench-poll.{os.getpid():x}{n}"
+    adirs = root / f"poll-{n}"
+    adirs.mkdir(parents=True)
+    refs: list[JobRef] = []
+    try:
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
+            argv = ["sbatch", "--parsable", "--hold", f"--array=0-{size - 1}"]
+            argv += [f"--job-name={name}", "--output=/dev/null", "--wrap=true"]
+            done = run_command(argv, 60)
+            if done.returncode != 0:
+                raise RuntimeError(f"sbatch failed: {done.stderr.strip()}")
+            array_id = done.stdout.strip().split(";")[0]
+            for task in range(size):
+                adir = adirs / f"{start + task}"
+                adir.mkdir()
+                refs.append(JobRef(f"t{start + task}", f"{array_id}_{task}", str(adir)))
+        driver = SlurmDriver()
+        cpu, wall = [], []
+        for _ in range(POLLS):
+            c0, w0 = time.process_time(), time.perf_counter()
+            statuses = driver.poll(refs)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+            queued = sum(s.phase == "queued" for s in statuses.values())
+            if queued != n:
+                raise RuntimeError(f"{queued} of {n} held tasks polled as queued")
+        listed = run_command(["squeue", "--me", "--noheader", "--array"], 60).stdout
+        lines = len(listed.splitlines())
+    finally:
+        run_command(["scancel", f"--name={name}"], 60)
+    return C.median(cpu), C.median(wall), lines
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -212,7 +292,14 @@ def max_array_size() -> int:
 # --------------------------------------------------------------------------- report
 
 
-def report(ours: list[Result], theirs: list[Result], n: int, poll: float, table: C.Table) -> None:
+def report(
+    ours: list[Result],
+    theirs: list[Result],
+    per_job: Result | None,
+    n: int,
+    poll: float,
+    table: C.Table,
+) -> None:
     wall = C.median([r.wall for r in ours])
     base = C.median([r.wall for r in theirs])
     sbatch = max(r.calls["sbatch"] for r in ours)
@@ -243,15 +330,25 @@ def report(ours: list[Result], theirs: list[Result], n: int, poll: float, table:
         f"≤ ceil({n}/MaxArraySize) = {arrays}",
         sbatch <= arrays,
     )
+    per_job_sbatch = per_job.calls["sbatch"] if per_job else n
     table.add(
         "sbatch vs one sbatch per job",
         f"{sbatch:g}",
-        f"{n} (cluster_utils)",
-        f"1/{n // max(1, sbatch)}",
+        f"{per_job_sbatch} (cluster_utils)",
+        f"1/{per_job_sbatch // max(1, sbatch)}",
         "≤ 1/100",
-        sbatch * 100 <= n if n >= 100 else None,
+        sbatch * 100 <= per_job_sbatch if n >= 100 else None,
     )
+    if per_job is not None:
+        table.add(
+            f"submission wall, {n} jobs",
+            C.fmt_s(C.median([r.submit_wall for r in ours])),
+            f"{C.fmt_s(per_job.wall)} (one sbatch per job)",
+            C.fmt_ratio(per_job.wall / C.median([r.submit_wall for r in ours])),
+        )
     table.add("squeue calls per poll (max)", f"{per_poll}", "-", "-", "1", per_poll == 1)
+    cpu = C.median([c for r in ours for c in r.poll_cpu])
+    table.add(f"daemon CPU per poll, {n} jobs (median)", C.fmt_s(cpu), "-", "-")
     table.add(
         f"polls (every {poll:g} s)",
         f"{polls:g}",
@@ -292,15 +389,48 @@ def report(ours: list[Result], theirs: list[Result], n: int, poll: float, table:
     )
 
 
+def report_poll_cost(costs: dict[int, tuple[float, float, int]], table: C.Table) -> None:
+    sizes = sorted(costs)
+    for n in sizes:
+        cpu, wall, lines = costs[n]
+        target = "< 1 s" if n >= 10_000 else "-"
+        table.add(
+            f"daemon CPU per poll, {n:,} held tasks in the queue (wall)",
+            f"{C.fmt_s(cpu)} ({C.fmt_s(wall)})",
+            "-",
+            "-",
+            target,
+            cpu < 1.0 if n >= 10_000 else None,
+        )
+        table.note(f"{n:,} tasks: squeue --array printed {lines:,} lines")
+    if len(sizes) >= 2:
+        small, big = sizes[0], sizes[-1]
+        growth = costs[big][0] / costs[small][0] if costs[small][0] else float("inf")
+        table.add(
+            f"CPU growth, {small:,} -> {big:,} tasks",
+            f"{growth:.1f}x",
+            f"{big / small:g}x (linear)",
+            "-",
+            "≤ linear",
+            growth <= big / small * 1.2,  # 20 % for noise
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=3, help="runs of each side (default 3)")
-    p.add_argument("--poll", type=float, default=2.0, help="clusterd's poll interval, s")
+    p.add_argument("--runs", type=int, default=1, help="runs of each side (default 1)")
+    p.add_argument("--poll", type=float, default=30.0, help="clusterd's poll interval, s")
     p.add_argument("-n", type=int, default=None, help=f"tasks (default {N_FULL})")
+    p.add_argument("--part", choices=("all", "calls", "cpu"), default="all")
     args = p.parse_args(argv)
     n = args.n or (N_QUICK if args.quick else N_FULL)
     runs = 1 if args.quick else max(1, args.runs)
-    C.header(f"bench_slurm: {n} trivial tasks, clusterd's Slurm driver vs submitit", args.quick)
+    poll = min(args.poll, 2.0) if args.quick else args.poll
+    C.header(
+        f"bench_slurm: {n} trivial tasks, clusterd's Slurm driver vs submitit and "
+        "one sbatch per job; CPU per poll",
+        args.quick,
+    )
     table = C.Table(f"Slurm: {n} tasks on the local one-node Slurm")
     problem = slurm_problem()
     if problem is not None:
@@ -310,14 +440,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ours: list[Result] = []
     theirs: list[Result] = []
+    costs: dict[int, tuple[float, float, int]] = {}
     with C.workdir("cdb-slurm-") as root:
         shims = Shims(root)
-        for run in range(runs):
-            ours.append(run_clusterd(root / f"ours-{run}", n, args.poll, shims))
-            print(f"clusterd run {run + 1}: {C.fmt_s(ours[-1].wall)}", flush=True)
-            theirs.append(run_submitit(root / f"submitit-{run}", n, shims))
-            print(f"submitit run {run + 1}: {C.fmt_s(theirs[-1].wall)}", flush=True)
-    report(ours, theirs, n, args.poll, table)
+        if args.part in ("all", "cpu"):
+            chunk = min(max_array_size() - 1, 1000)
+            for size in POLL_SIZES_QUICK if args.quick else POLL_SIZES_FULL:
+                costs[size] = poll_cost(root, size, chunk)
+                print(f"poll of {size} tasks: {C.fmt_s(costs[size][0])} CPU", flush=True)
+        per_job = None
+        if args.part in ("all", "calls"):
+            for run in range(runs):
+                ours.append(run_clusterd(root / f"ours-{run}", n, poll, shims))
+                print(f"clusterd run {run + 1}: {C.fmt_s(ours[-1].wall)}", flush=True)
+                theirs.append(run_submitit(root / f"submitit-{run}", n, shims))
+                print(f"submitit run {run + 1}: {C.fmt_s(theirs[-1].wall)}", flush=True)
+            per_job = run_per_job(root / "per-job", n, shims)
+            print(f"one sbatch per job: {C.fmt_s(per_job.wall)}", flush=True)
+    if ours:
+        report(ours, theirs, per_job, n, poll, table)
+    if costs:
+        report_poll_cost(costs, table)
     table.print()
     return 0
 

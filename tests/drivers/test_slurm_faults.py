@@ -46,6 +46,7 @@ if [ "{name}" = squeue ] && [ -e {hang} ]; then
 fi
 exec {real} "$@"
 """
+TIMEOUT = 6  # CLUSTERD_SLURM_TIMEOUT of the daemon: seconds before a hung command dies
 COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sinfo", "sacctmgr")
 
 
@@ -81,7 +82,7 @@ def slurm_daemon(stopped_daemon: Daemon, shims: Shims) -> Iterator[Daemon]:
     """A daemon whose Slurm commands go through ``shims``; its jobs are cancelled after."""
     d = stopped_daemon
     d.env["PATH"] = f"{shims.dir}{os.pathsep}{d.env['PATH']}"
-    d.env["CLUSTERD_SLURM_TIMEOUT"] = "4"
+    d.env["CLUSTERD_SLURM_TIMEOUT"] = str(TIMEOUT)
     d.start()
     yield d
     shims.hang.unlink(missing_ok=True)
@@ -201,8 +202,8 @@ def test_a_killed_daemon_finds_every_job_again_and_submits_nothing_twice(
 def test_a_hung_squeue_times_out_backs_off_and_leaves_the_socket_answering(
     slurm_daemon: Daemon, shims: Shims, tmp_path: Path
 ) -> None:
-    """squeue hangs (the shim sleeps); CLUSTERD_SLURM_TIMEOUT=4 s kills it, the daemon backs
-    off (2 s doubling, jittered) and answers clusterctl all along."""
+    """squeue hangs (the shim sleeps); CLUSTERD_SLURM_TIMEOUT kills it, the daemon backs off
+    (2 s doubling, jittered) and answers clusterctl all along."""
     daemon = slurm_daemon
     root = sweep(tmp_path, 1)
     daemon.ctl("submit", str(root / "sweep.toml"))
@@ -215,7 +216,7 @@ def test_a_hung_squeue_times_out_backs_off_and_leaves_the_socket_answering(
     sweeps = daemon.ctl_json("sweeps")  # while squeue hangs in the daemon's worker thread
     answered = time.monotonic() - started
     assert [s["name"] for s in sweeps] == ["faults"]
-    assert time.time() - hung[0] < 4, "squeue timed out before clusterctl answered"
+    assert time.time() - hung[0] < TIMEOUT, "squeue timed out before clusterctl answered"
     assert answered < 3, f"clusterctl sweeps took {answered:.1f} s while squeue hung"
 
     def failed_thrice() -> list[float] | None:
@@ -224,14 +225,14 @@ def test_a_hung_squeue_times_out_backs_off_and_leaves_the_socket_answering(
 
     calls = wait_for(failed_thrice, 90, "four hung squeue calls")
     gaps = [b - a for a, b in itertools.pairwise(calls)]
-    # each gap: the 4 s time-out, then a back-off of 1-2, 2-4, 4-8 s (or 2, 4, 8 unjittered)
-    assert all(gap >= 4 + 1 - 0.5 for gap in gaps[:3]), gaps
+    # each gap: the time-out, then a back-off of 1-2, 2-4, 4-8 s (or 2, 4, 8 unjittered)
+    assert all(gap >= TIMEOUT + 1 - 0.5 for gap in gaps[:3]), gaps
     assert gaps[2] > gaps[0] + 1, gaps  # it backs off further, not at a fixed rate
 
     status = daemon.clusterd("status").stdout
     line = next(line for line in status.splitlines() if line.startswith("driver    slurm"))
     assert "last poll " in line and "s ago" in line and "never" not in line, line
-    assert "squeue did not answer within 4 s" in line, line
+    assert f"squeue did not answer within {TIMEOUT} s" in line, line
     assert "backing off" in line, line
     health = daemon.clusterd("status", "--json").stdout
     assert '"failures"' in health
