@@ -168,13 +168,9 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(small_disk: Path, tmp_path
         daemon.ctl("submit", str(tmp_path / "b" / "df2.toml"))
         lines, missing, extra = metric_diff(db, tmp_path / "runs" / "df")
         assert lines == 3 * 200 and not extra, extra[:3]
+        assert not missing, f"{len(missing)} metric values lost while the disk was full"
     finally:
         daemon.stop()
-    if missing:  # depends on where the disk filled up: whether an ingest was mid-transaction
-        pytest.xfail(
-            f"bug (see test_a_failed_commit_loses_no_metric_line): {len(missing)} metric "
-            f"values lost while the disk was full, first {missing[:2]}"
-        )
 
 
 def test_a_failed_commit_loses_no_metric_line(tmp_path: Path) -> None:
