@@ -23,6 +23,8 @@ __all__ = ["NOW", "FakeBackend"]
 
 #: the fake clock: 2024-11-24 14:53:20 UTC
 NOW = 1732460000.0
+#: a stopped trial's grace period, as the daemon's default (``[early_stopping] grace_period``)
+GRACE = 30.0
 
 _LRS = (0.1, 0.03, 0.01, 0.003)
 _DEPTHS = (2, 4, 8)
@@ -127,6 +129,7 @@ def _median_stop(best: list[float]) -> dict[str, Any]:
         "reason": f"best {value:.6g} by step {step} is worse than the median 0.412 "
         "of 18 other trials at that step",
         "at": NOW - 1500,
+        "grace": GRACE,
     }
 
 
@@ -353,19 +356,30 @@ class FakeBackend:
         return {"path": path, "attempt": n, "live": t["state"] == "running", "state": t["state"]}
 
     def _op_stop(self, trial: str) -> dict[str, Any]:
-        """Record a manual stop decision, as the daemon does; the trial ends later (``emit``)."""
-        _, t = self._trial(trial)
+        """Record a manual stop decision and push its ``stop`` event, as the daemon does;
+        a live trial ends later (a test ``emit``s that), a pending one at once."""
+        sweep, t = self._trial(trial)
         if t["state"] in ("completed", "failed", "cancelled", "stopped"):
-            raise InvalidRequest(f"trial {trial} has already ended ({t['state']})")
-        t["stop_decision"] = {
+            raise InvalidRequest(f"trial {trial} has already ended ({t['state']}); nothing to stop")
+        decision = {
             "rule": "manual",
             "step": t["last_step"],
-            "value": t["last_value"],
+            "value": t["best_value"],
             "threshold": None,
             "reason": "stopped by hand",
             "at": NOW,
+            "grace": GRACE,
         }
-        return {"trial": trial, "stopping": True}
+        t["stop_decision"] = decision
+        sweep_id = list(self.sweeps).index(sweep.name) + 1
+        self.emit({"type": "stop", "sweep_id": sweep_id, "index": t["index"], "decision": decision})
+        if t["state"] == "pending":
+            t["state"] = "stopped"
+            self.emit(
+                {"type": "trial", "sweep_id": sweep_id, "index": t["index"], "from": "pending"}
+                | {"state": "stopped", "reason": "stopped by hand", "t": NOW}
+            )
+        return {"trial": trial, "stopping": True, "grace": GRACE}
 
     def _op_cancel(self, target: str) -> dict[str, int]:
         return {"cancelled": 0, "cancelling": 1}

@@ -135,14 +135,9 @@ class LogRead(Message):
 
 @dataclass
 class ActionDone(Message):
-    """A user action (cancel, relaunch, export, ...) succeeded; ``text`` is shown to the user.
-
-    ``trial`` names a trial the action changed without a transition event (a stop
-    decision), so the screens showing it re-read it.
-    """
+    """A user action (cancel, relaunch, export, ...) succeeded; ``text`` is shown to the user."""
 
     text: str
-    trial: str | None = None
 
 
 @dataclass

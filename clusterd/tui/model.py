@@ -137,13 +137,16 @@ class TrialRow:
         return (self.runtime_done or 0.0) + max(0.0, extra)
 
     def apply(self, event: dict[str, Any]) -> bool:
-        """Fold one ``trial`` or ``progress`` event in; True if anything shown changed."""
+        """Fold one ``trial``, ``progress`` or ``stop`` event in; True if what is shown changed."""
         if event.get("type") == "progress":
             changed = False
             for key in ("last_step", "last_value", "best_value", "best_step"):
                 if key in event and getattr(self, key) != event[key]:
                     setattr(self, key, event[key])
                     changed = True
+        elif event.get("type") == "stop":  # a stop decision: the trial ends after a grace
+            stopping = bool(event.get("decision")) and self.state not in FINAL_STATES
+            changed, self.stopping = stopping != self.stopping, stopping
         else:
             changed = self._transition(event)
         if changed:

@@ -216,7 +216,7 @@ async def test_stop_early_asks_then_shows_the_trial_stopping() -> None:
         assert calls(backend, "stop") == 0
 
         await pilot.press("x", "y")
-        await settle(pilot, lambda: screen.trials.rows[25].stopping, what="the row re-read")
+        await settle(pilot, lambda: screen.trials.rows[25].stopping, what="the stop event")
         assert ("stop", {"trial": "lr-depth/25"}) in backend.calls
         assert screen.table.current.shown_state == "stopping"
         assert screen.trials.rows[25].state == "running"  # the filter still finds it
@@ -229,6 +229,11 @@ async def test_stop_early_asks_then_shows_the_trial_stopping() -> None:
             {"type": "trial", "sweep_id": 1, "index": 25, "from": "running", "state": "stopped"}
         )
         await settle(pilot, lambda: screen.table.current.shown_state == "stopped")
+        assert any("terminated in 30s" in n.message for n in app._notifications)
+
+        await pilot.press(*["down"] * 15, "x", "y")  # trial 40 is pending: it stops at once
+        await settle(pilot, lambda: screen.trials.rows[40].state == "stopped")
+        await pilot.press(*["up"] * 15)
 
         await pilot.press("up", "enter")  # trial 24 is running too: stop it from its detail
         await settle(pilot, loaded(app, DetailScreen))

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from clusterd.protocol import OPS
 from clusterd.tui.app import ClusterApp
 from clusterd.tui.client import SocketBackend
 from clusterd.tui.screens.detail import DetailScreen
@@ -197,64 +196,83 @@ async def test_live_progress_plot_and_logs(daemon: Daemon, tmp_path: Path) -> No
         assert tail.shown_attempt == 1
 
 
-POLITE = """
-import time
+STOPPABLE = """
+import sys, time
 from clusterd import trial
+polite = trial.params()["polite"]
 for step in range(100000):
     trial.report(step, loss=1.0 / (1 + step))
-    if trial.should_stop():
+    if polite and trial.should_stop():
         print("asked to stop at step", step, flush=True)
         break
     time.sleep(0.1)
 """
 
 
-@pytest.mark.skipif("stop" not in OPS, reason="waiting for the stop op")
 @run_async
-async def test_stop_a_trial_early_by_hand(daemon: Daemon, tmp_path: Path) -> None:
-    """x on a running trial: the daemon records a manual stop, the trial ends ``stopped``."""
-    script = tmp_path / "polite.py"
-    script.write_text(POLITE)
+async def test_stop_trials_early_by_hand(daemon: Daemon, tmp_path: Path) -> None:
+    """x stops a trial that checks ``should_stop()`` and one that ignores it (the daemon
+    terminates it after the grace period): both end ``stopped``, with their processes gone."""
+    script = tmp_path / "stoppable.py"
+    script.write_text(STOPPABLE)
     submit(
         daemon,
         tmp_path,
         "halt",
         [sys.executable, str(script)],
-        '[metric]\nname = "loss"\nmode = "min"\n[params]\na = [1, 2]\n',
+        '[metric]\nname = "loss"\nmode = "min"\n[early_stopping]\ngrace_period = 1\n'
+        "[params]\npolite = [true, false]\n",
     )
     wait_for(
         lambda: all(t["state"] == "running" for t in daemon.trials("halt")),
-        what="both trials running",
+        what="the trials running",
     )
     app = app_for(daemon, sweep="halt")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot, loaded(app, TrialsScreen), what="the trials table")
         trials = app.screen
         assert isinstance(trials, TrialsScreen)
-        await pilot.press("down", "enter")  # trial 1's detail
-        await settle(pilot, loaded(app, DetailScreen), what="the trial detail")
-        detail = app.screen
-        assert isinstance(detail, DetailScreen) and detail.index == 1
-        pid = int(detail.show["attempt_list"][-1]["job_id"].partition(":")[0])
-
-        await pilot.press("x")
+        pids = {}
+        for index in (0, 1):  # from the trial's detail screen, then from the table
+            await pilot.press("home", *["down"] * index, "enter")
+            await settle(pilot, loaded(app, DetailScreen), what="the trial detail")
+            detail = app.screen
+            assert isinstance(detail, DetailScreen) and detail.index == index
+            pids[index] = int(detail.show["attempt_list"][-1]["job_id"].partition(":")[0])
+            if index == 0:
+                await pilot.press("x")
+                await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press("y")
+                await settle(
+                    pilot,
+                    lambda: detail.show.get("state") == "stopped",  # noqa: B023
+                    timeout=30,
+                    what="the detail screen to show the end",
+                )
+                assert detail.show["stop_decision"]["reason"] == "stopped by hand"
+                assert daemon.ctl_json("show", "halt/1")["state"] == "running"  # only that one
+            await pilot.press("escape")
+            await settle(pilot, lambda: app.screen is trials)
+        await pilot.press("x")  # the table's cursor is on trial 1, the stubborn one
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        deadline = time.monotonic() + 60
-        while (view := daemon.ctl_json("show", "halt/1"))["state"] != "stopped":
-            assert time.monotonic() < deadline, f"the trial did not stop: {view['state']}"
-            await pilot.pause(0.1)
-        assert view["stop_decision"]["rule"] == "manual"
-        wait_for(lambda: not alive(pid) and not session_alive(pid), what="the trial's processes")
-        # the TUI heard the end from the event stream and shows the decision
-        await settle(pilot, lambda: detail.show.get("state") == "stopped", what="detail: stopped")
-        assert detail.show["stop_decision"]["reason"] == "stopped by hand"
-        await pilot.press("escape")
-        await settle(pilot, lambda: trials.trials.rows[1].shown_state == "stopped")
-        assert trials.trials.rows[0].state == "running"  # only the one trial was stopped
 
-        await pilot.press("C", "y")  # and leave no trial behind
-        await settle(pilot, lambda: trials.trials.rows[0].state == "cancelled", timeout=30)
+        for index, pid in pids.items():
+            name = f"halt/{index}"
+            deadline = time.monotonic() + 60
+            while (view := daemon.ctl_json("show", name))["state"] != "stopped":
+                assert time.monotonic() < deadline, f"{name} did not stop: {view['state']}"
+                await pilot.pause(0.1)
+            assert view["stop_decision"]["rule"] == "manual"
+            wait_for(lambda: not alive(pid) and not session_alive(pid), what=f"{name}'s processes")  # noqa: B023
+        stdout = daemon.ctl("logs", "halt/0").stdout
+        assert "asked to stop" in stdout  # the polite one stopped itself
+        # the TUI heard it from the event stream
+        await settle(
+            pilot,
+            lambda: [r.shown_state for r in trials.trials.rows.values()] == ["stopped"] * 2,
+        )
+        assert daemon.wait_sweep_done("halt", timeout=30)
 
 
 @run_async

@@ -34,6 +34,20 @@ def test_transition_events_count_attempts_and_runtime() -> None:
     assert row.attempts == 2 and row.runtime(now=999.0) == 40.0
 
 
+def test_a_stop_decision_shows_as_stopping_until_the_trial_ends() -> None:
+    decision = {"rule": "manual", "reason": "stopped by hand"}
+    row = TrialRow.from_view(view(0, "running"))
+    assert row.shown_state == "running"
+    assert row.apply({"type": "stop", "index": 0, "decision": decision})
+    assert (row.state, row.shown_state) == ("running", "stopping")  # filters see "running"
+    row.apply({"type": "trial", "from": "running", "state": "stopped", "t": 5.0})
+    assert row.shown_state == "stopped"
+    row.apply({"type": "trial", "from": "stopped", "state": "pending", "t": 9.0})  # relaunched
+    assert not row.stopping and row.shown_state == "pending"
+    assert TrialRow.from_view(view(1, "queued", stop_decision=decision)).shown_state == "stopping"
+    assert TrialRow.from_view(view(2, "stopped", stop_decision=decision)).shown_state == "stopped"
+
+
 def test_progress_bumps_version_only_on_change() -> None:
     row = TrialRow.from_view(view(0, "running"))
     assert row.apply({"type": "progress", "last_step": 3, "last_value": 0.5})

@@ -2,8 +2,8 @@
 
 Each asks first (``LiveScreen.confirm``), then sends one request from a worker;
 the outcome comes back as a notification. The daemon's own events then update
-the tables, so an action never patches the screen by hand; a stop decision, which
-no event reports until the trial ends, makes the screens re-read that trial.
+the tables (a stop decision arrives as a ``stop`` event), so an action never
+patches the screen by hand.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from textual import work
 
 from clusterd.errors import ClusterdError
 from clusterd.tui.messages import ActionDone, RequestFailed
-from clusterd.tui.model import FINAL_STATES
+from clusterd.tui.model import FINAL_STATES, fmt_duration
 from clusterd.tui.screens.base import LiveScreen
 from clusterd.tui.screens.dialogs import ExportScreen
 
@@ -38,6 +38,14 @@ def write_export(path: str, reply: dict[str, Any]) -> int:
             writer.writerows(rows)
     os.replace(tmp, path)
     return len(rows)
+
+
+def _stopping_text(reply: dict[str, Any]) -> str:
+    grace = reply.get("grace")
+    text = f"{reply['trial']}: stopping early"
+    if grace is not None:
+        text += f"; terminated in {fmt_duration(grace)} unless it stops by itself"
+    return text
 
 
 class ActionsMixin(LiveScreen):
@@ -83,12 +91,7 @@ class ActionsMixin(LiveScreen):
             f"It is {state}. The daemon records a manual stop decision: the trial sees "
             "trial.should_stop(), is terminated after the grace period if it goes on, "
             "and ends stopped with the metrics it reported.",
-            lambda: self.request(
-                "stop",
-                {"trial": trial},
-                lambda r: f"{r.get('trial', trial)}: stopping early (by hand)",
-                trial=trial,
-            ),
+            lambda: self.request("stop", {"trial": trial}, _stopping_text),
         )
 
     def ask_relaunch_failed(self, sweep: str, failed: int) -> None:

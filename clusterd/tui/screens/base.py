@@ -60,11 +60,6 @@ class LiveScreen(Screen[None]):
 
     def on_action_done(self, message: ActionDone) -> None:
         self.notify(message.text, timeout=4)
-        if message.trial is not None:
-            self.trial_changed(message.trial)
-
-    def trial_changed(self, trial: str) -> None:
-        """Re-read ``trial`` if shown: an action changed it and no event will say so."""
 
     def on_request_failed(self, message: RequestFailed) -> None:
         self.notify(message.text, title=f"{message.op} failed", severity="error", timeout=6)
@@ -79,17 +74,11 @@ class LiveScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(title, body), answered)
 
     @work(thread=True, group="action")
-    def request(
-        self,
-        op: str,
-        args: dict[str, Any],
-        done: Callable[[Any], str],
-        trial: str | None = None,
-    ) -> None:
-        """Send one request; notify ``done(result)`` or the error (``trial``: see ActionDone)."""
+    def request(self, op: str, args: dict[str, Any], done: Callable[[Any], str]) -> None:
+        """Send one request; notify ``done(result)`` or the error."""
         try:
             result = self.capp.backend.call(op, **args)
         except ClusterdError as exc:
             self.post_message(RequestFailed(op, str(exc)))
             return
-        self.post_message(ActionDone(done(result), trial))
+        self.post_message(ActionDone(done(result)))

@@ -173,14 +173,20 @@ class DetailScreen(ActionsMixin):
         mine = [e for e in events if e.get("index") == self.index and "sweep_id" in e]
         if not mine or not self.loaded:
             return
+        stopped = False
         for event in mine:
             if event.get("type") == "progress":
                 for key in ("last_step", "last_value", "best_value", "best_step"):
                     if key in event:
                         self.show[key] = event[key]
+            elif event.get("type") == "stop":  # a rule's decision, or ours (x)
+                self.show["stop_decision"] = event.get("decision")
+                stopped = True
             elif self._show_timer is None:
                 self._show_timer = self.set_timer(SHOW_DEBOUNCE, self._reload_show)
         self._render_summary()
+        if stopped:
+            self._render_overview()
         self._plot_stale = True
         self._want_plot()
 
@@ -323,10 +329,6 @@ class DetailScreen(ActionsMixin):
         stopping = bool(self.show.get("stop_decision")) and state not in FINAL_STATES
         self.ask_stop_trial(self.name_, state, stopping)
 
-    def trial_changed(self, trial: str) -> None:
-        if trial == self.name_:
-            self._fetch_show()
-
     def action_copy_path(self) -> None:
         self.copy_trial_dir(self.name_)
 
@@ -388,6 +390,7 @@ _STOP_FIELDS = (
     ("threshold", "threshold"),
     ("reason", "reason"),
     ("at", "decided"),
+    ("grace", "grace period"),
 )
 
 
@@ -422,6 +425,8 @@ def _stop_value(key: str, value: Any) -> str:
         return "-"
     if key == "at" and isinstance(value, int | float):
         return _when(value)
+    if key == "grace" and isinstance(value, int | float):
+        return fmt_duration(value)
     if isinstance(value, float):
         return fmt_value(value)
     return str(value)

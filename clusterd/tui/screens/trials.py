@@ -220,7 +220,7 @@ class TrialsScreen(ActionsMixin):
 
     @work(thread=True, group="rows")
     def _fetch_rows(self, indices: list[int]) -> None:
-        """Re-read a few trials (``show``): their attempt ended, or we stopped one."""
+        """Re-read a few trials (``show``) whose attempt just ended."""
         try:
             views = [self.capp.backend.call("show", trial=f"{self.sweep}/{i}") for i in indices]
         except ClusterdError:
@@ -370,11 +370,6 @@ class TrialsScreen(ActionsMixin):
         row = self.table.current
         if row is not None:
             self.ask_stop_trial(f"{self.sweep}/{row.index}", row.state, row.stopping)
-
-    def trial_changed(self, trial: str) -> None:
-        sweep, _, index = trial.rpartition("/")
-        if sweep == self.sweep and index.isdigit() and int(index) in self.trials.rows:
-            self._fetch_rows([int(index)])
 
     def action_cancel_sweep(self) -> None:
         counts = self.trials.counts()
