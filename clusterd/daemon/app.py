@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -61,7 +62,13 @@ async def _main(home: Path, new_database: bool = False) -> int:
     try:
         store = Store(engine)
         hub = Hub()
-        store.on_change(hub.publish)
+        loop = asyncio.get_running_loop()
+
+        # the hub lives on this loop; changes are committed on other threads too
+        def publish(changes: list[dict[str, Any]]) -> None:
+            loop.call_soon_threadsafe(hub.publish, changes)
+
+        store.on_change(publish)
         plugins = build_plugin_manager()
         registry = load_drivers(plugins)
         scheduler: Scheduler
@@ -83,22 +90,18 @@ async def _main(home: Path, new_database: bool = False) -> int:
             request_shutdown=stop.set,
         )
         server = Server(paths.socket_path(), HANDLERS, ctx, subscribe)
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
         log.info("clusterd %s serving on %s (db %s)", os.getpid(), server.path, url)
-        tasks = [
-            asyncio.create_task(scheduler.run(), name="scheduler"),
-            asyncio.create_task(_heartbeat(engine, holder, stop), name="lease"),
-        ]
+        passes = scheduler.start_thread()
+        lease_task = asyncio.create_task(_heartbeat(engine, holder, stop), name="lease")
         await stop.wait()
         log.info("stopping: running trials keep running")
         await server.close()
         scheduler.stop()
-        await asyncio.wait(tasks, timeout=30)
-        for task in tasks:
-            task.cancel()
+        await asyncio.to_thread(passes.join, 30)
+        lease_task.cancel()
         drivers.close()
         return 0
     finally:

@@ -11,7 +11,10 @@ pass:
 4. submits pending trials up to each sweep's ``max_concurrent``, writing the
    attempt rows *before* calling the driver (write-ahead, principle 1).
 
-Driver calls run in a worker thread; all database work runs on the loop's thread.
+The scheduler runs on its own thread and event loop (``start_thread``), so a pass
+stuck on a locked database never freezes the socket; driver calls run in worker
+threads of that loop. Requests that change scheduling state (``cancel``,
+``stop_trial``) run on the scheduler's loop too, between passes.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import os
 import random
 import secrets
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,16 +72,18 @@ class DriverSet:
         self.classes = classes
         self._instances: dict[str, Driver] = {}
         self._wakeup = wakeup
+        self._lock = threading.Lock()  # the scheduler and request handlers both ask
 
     def get(self, name: str) -> Driver:
-        if name not in self._instances:
-            if name not in self.classes:
-                known = ", ".join(sorted(self.classes)) or "none"
-                raise NotFound(f"no driver named {name!r} is installed (installed: {known})")
-            driver = self.classes[name]()
-            driver.set_wakeup(self._wakeup)
-            self._instances[name] = driver
-        return self._instances[name]
+        with self._lock:
+            if name not in self._instances:
+                if name not in self.classes:
+                    known = ", ".join(sorted(self.classes)) or "none"
+                    raise NotFound(f"no driver named {name!r} is installed (installed: {known})")
+                driver = self.classes[name]()
+                driver.set_wakeup(self._wakeup)
+                self._instances[name] = driver
+            return self._instances[name]
 
     def close(self) -> None:
         for driver in self._instances.values():
@@ -151,6 +157,22 @@ class Scheduler:
     def stop(self) -> None:
         self._stopping = True
         self.wake()
+
+    def start_thread(self) -> threading.Thread:
+        """Run the pass loop on its own thread and event loop (the daemon's way)."""
+        thread = threading.Thread(
+            target=asyncio.run, args=(self.run(),), name="clusterd-scheduler", daemon=True
+        )
+        thread.start()
+        return thread
+
+    async def _on_loop(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Await ``coro`` on the scheduler's loop (from a request handler on another one),
+        so it runs between passes, never interleaved with one on another thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -323,7 +345,8 @@ class Scheduler:
         with self.store.read() as conn:  # replayed outside the write transaction
             for sweep_id in {a.sweep_id for a in live}:
                 sweep = sweeps[sweep_id]
-                self.stopper.rule(conn, sweep, self._spec(sweep))
+                if _has_stop_rule(sweep):
+                    self.stopper.rule(conn, sweep, self._spec(sweep))
         lines = 0
         with self._tx() as conn:
             for attempt in live:
@@ -551,7 +574,7 @@ class Scheduler:
 
     def _judge(self, conn: Any, sweep: Any, attempt: Any, result: Any) -> None:
         """Feed newly ingested values of the sweep's metric to its stop rule."""
-        if result.observations:
+        if result.observations and _has_stop_rule(sweep):
             decision = self.stopper.observe(
                 conn,
                 sweep,
@@ -597,6 +620,9 @@ class Scheduler:
 
     async def stop_trial(self, sweep_name: str, index: int) -> dict[str, Any]:
         """Stop one trial early by hand: recorded like a rule's decision, rule "manual"."""
+        return await self._on_loop(self._stop_trial(sweep_name, index))
+
+    async def _stop_trial(self, sweep_name: str, index: int) -> dict[str, Any]:
         with self._tx() as conn:
             sweep = self.store.require_sweep(conn, sweep_name)
             trial = self.store.trial(conn, sweep, index)
@@ -618,6 +644,9 @@ class Scheduler:
 
     async def cancel(self, sweep_name: str, index: int | None = None) -> dict[str, int]:
         """Cancel pending trials at once; ask the driver to stop live ones."""
+        return await self._on_loop(self._cancel(sweep_name, index))
+
+    async def _cancel(self, sweep_name: str, index: int | None = None) -> dict[str, int]:
         with self._tx() as conn:
             sweep = self.store.require_sweep(conn, sweep_name)
             if index is None:
@@ -717,3 +746,8 @@ class Scheduler:
             job_id=attempt.job_id,
             attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
         )
+
+
+def _has_stop_rule(sweep: Any) -> bool:
+    """Cheaper than parsing the spec, on the ingestion path of every sweep."""
+    return (sweep.spec.get("early_stopping") or {}).get("rule", "none") != "none"

@@ -11,6 +11,7 @@ the ORM models serve as the table definitions.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,12 +63,25 @@ Change = dict[str, Any]
 
 
 class Store:
-    """The daemon's view of the database. Single-threaded: the daemon's loop owns it."""
+    """The daemon's view of the database.
+
+    Used from several threads (the scheduler's, the request handlers' workers): each
+    thread's transaction collects its own changes, and listeners are called in the
+    thread that committed (the daemon hops them onto its event loop).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._listeners: list[Callable[[list[Change]], None]] = []
-        self._changes: list[Change] = []
+        self._local = threading.local()
+
+    @property
+    def _changes(self) -> list[Change]:
+        """The changes of the current thread's transaction (published after commit)."""
+        changes = getattr(self._local, "changes", None)
+        if changes is None:
+            changes = self._local.changes = []
+        return changes
 
     # -- plumbing -------------------------------------------------------------
 
@@ -77,10 +91,13 @@ class Store:
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """One transaction; its changes are published after it commits."""
-        self._changes = []
-        with db.transaction(self.engine) as conn:
-            yield conn
-        changes, self._changes = self._changes, []
+        self._local.changes = []
+        try:
+            with db.transaction(self.engine) as conn:
+                yield conn
+            changes = self._changes
+        finally:
+            self._local.changes = []
         if changes:
             for listener in self._listeners:
                 listener(changes)

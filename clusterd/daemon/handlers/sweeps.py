@@ -94,11 +94,13 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         }
     keyed = [(p, params_key(p)) for p in trials]
     if arg_bool(args, "extend"):
-        added, existing = ctx.store.extend_sweep(spec.name, spec.to_dict(), keyed)
+        added, existing = await asyncio.to_thread(
+            ctx.store.extend_sweep, spec.name, spec.to_dict(), keyed
+        )
     else:
         python = arg_opt_str(args, "python")
         info = await _reproducibility(spec, path, python)
-        ctx.store.create_sweep(spec.to_dict(), keyed, info)
+        await asyncio.to_thread(ctx.store.create_sweep, spec.to_dict(), keyed, info)
         added, existing = len(keyed), 0
         _background(ctx, _record_freeze(ctx, spec.name, python, spec.output_dir))
     ctx.scheduler.wake()
@@ -124,7 +126,7 @@ async def _reproducibility(spec: SweepSpec, path: str, python: str | None) -> di
 async def _record_freeze(ctx: Context, name: str, python: str | None, output_dir: str) -> None:
     extra = await asyncio.to_thread(repro.freeze, python, output_dir)
     if extra:
-        ctx.store.update_repro(name, extra)
+        await asyncio.to_thread(ctx.store.update_repro, name, extra)
 
 
 def _background(ctx: Context, coro: Any) -> None:

@@ -32,7 +32,7 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             "failures": h.failures,
             "next_try_at": h.next_try_at if h.failures else None,
         }
-        for name, h in ctx.scheduler.health.items()
+        for name, h in list(ctx.scheduler.health.items())
     }
     return {
         "pid": os.getpid(),
@@ -52,8 +52,9 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def shutdown(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    """``{"op": "shutdown"}`` -> ``{"stopping": true}``; running trials keep running."""
+async def shutdown(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "shutdown"}`` -> ``{"stopping": true}``; running trials keep running.
+    (A coroutine: it runs on the daemon's loop, whose shutdown it schedules.)"""
     asyncio.get_running_loop().call_soon(ctx.request_shutdown)
     return {"stopping": True, "pid": os.getpid()}
 
