@@ -28,6 +28,7 @@ SCRIPTS = [
     "bench_local.py",
     "bench_ingest.py",
     "bench_trial.py",
+    "bench_early_stopping.py",
 ]
 TIMEOUT = 150
 
