@@ -13,11 +13,18 @@ __all__ = ["attempt_view", "sweep_view", "trial_view"]
 def sweep_view(sweep: Any, counts: dict[str, int], best: float | None) -> dict[str, Any]:
     total = sum(counts.values())
     finished = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled", "stopped"))
+    search = sweep.spec.get("search") or {}
+    method = search.get("method", "grid")
+    # an adaptive method proposes trials as results arrive: `samples` is the plan
+    planned = total if method in ("grid", "random") else max(total, search.get("samples") or 0)
     return {
         "name": sweep.name,
         "driver": sweep.driver,
         "state": sweep.state,
         "trials": total,
+        "planned": planned,
+        "search": method,
+        "early_stopping": (sweep.spec.get("early_stopping") or {}).get("rule", "none"),
         "counts": counts,
         "finished": finished,
         "metric": sweep.metric_name,
