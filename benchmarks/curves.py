@@ -12,6 +12,9 @@ Each curve is a trial of a made-up sweep over two hyperparameters, a learning ra
   small ones slowly to a good one, so curves cross and early values mislead a little
   (what makes early stopping a bet rather than a sure thing);
 - ``start`` is near 2.3 (ln 10, a 10-class cross-entropy at initialisation);
+- ``ticks``, the time one step takes (1, 2 or 3 ticks, uniformly, independent of the
+  rest): trials of a real sweep train at different speeds, so they reach a step in
+  another order than they started in;
 - ``noise(t)`` is Gaussian with a standard deviation of 1 % (``noise``), independent
   per step (a validation loss measured on a finite set).
 
@@ -36,6 +39,7 @@ class Curve:
     reg: float
     floor: float
     rate: float
+    ticks: int
     values: tuple[float, ...]
 
     @property
@@ -50,11 +54,12 @@ def _curve(rng: random.Random, steps: int, noise: float) -> Curve:
     floor = 0.08 + 0.06 * (x + 2.0) ** 2 + 0.25 * (reg - 0.3) ** 2
     rate = 0.25 + 0.35 * (x + 4.0) / 4.0 + rng.uniform(-0.05, 0.05)
     start = 2.3 + rng.uniform(-0.1, 0.1)
+    ticks = rng.randint(1, 3)
     values = []
     for t in range(1, steps + 1):
         clean = floor + (start - floor) * (1 + t) ** -rate
         values.append(clean * (1.0 + noise * rng.gauss(0.0, 1.0)))
-    return Curve(lr=lr, reg=reg, floor=floor, rate=rate, values=tuple(values))
+    return Curve(lr=lr, reg=reg, floor=floor, rate=rate, ticks=ticks, values=tuple(values))
 
 
 def generate(n: int, steps: int = 81, seed: int = 0, noise: float = 0.01) -> list[Curve]:
