@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     verb("gpus", cmd_gpus, "GPU use of a sweep's trials", json_flag=True).add_argument("sweep")
     c = verb("cluster", cmd_cluster, "what the driver sees", json_flag=True)
     c.add_argument("--driver", default="local")
-    verb("tui", cmd_tui, "live terminal monitor")
+    tui = verb("tui", cmd_tui, "live terminal monitor")
+    tui.add_argument("target", nargs="?", help="SWEEP or SWEEP/INDEX to open at")
+    tui.add_argument("--light", action="store_true", help="start in the light theme")
     return p
 
 
@@ -233,7 +235,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
                 s["name"],
                 s["driver"],
                 s["state"],
-                f"{s['finished']}/{s['trials']}",
+                f"{s['finished']}/{s.get('planned', s['trials'])}",
                 live,
                 c.get("failed", 0),
                 best,
@@ -509,14 +511,15 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     try:
-        from clusterd.tui.app import run
+        from clusterd.tui.__main__ import main as tui_main
     except ImportError as exc:
         print(
             f"clusterctl: the TUI needs Textual: pip install 'clusterd[tui]' ({exc})",
             file=sys.stderr,
         )
         return 1
-    return int(run())
+    argv = [args.target] if args.target else []
+    return int(tui_main(argv + ["--light"] * args.light))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,13 @@ class Tmux:
         wait_for(lambda: text in self.screen(), timeout, f"{text!r} on the tmux screen")
         return self.screen()
 
+    def wait_gone(self) -> None:
+        """The pane's only process exits (the TUI quit): tmux ends the session."""
+        deadline = time.monotonic() + 10
+        while self.alive():
+            assert time.monotonic() < deadline, "the TUI did not quit on q"
+            time.sleep(0.1)
+
     def alive(self) -> bool:
         return (
             subprocess.run([*self.base, "has-session", "-t", "tui"], capture_output=True).returncode
@@ -71,7 +78,11 @@ def test_clusterctl_tui_in_tmux(daemon: Daemon, tmux: Tmux, tmp_path: Path) -> N
     tmux("send-keys", "-t", "tui", "Escape")
     tmux.wait_for("trials by state")
     tmux("send-keys", "-t", "tui", "q")
-    deadline = time.monotonic() + 10
-    while tmux.alive():  # the pane's only process exits: tmux ends the session
-        assert time.monotonic() < deadline, "the TUI did not quit on q"
-        time.sleep(0.1)
+    tmux.wait_gone()
+
+    # straight to one trial: clusterctl tui SWEEP/INDEX
+    tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", "tui", f"{command} tmuxed/1")
+    screen = tmux.wait_for("exit code 0")  # the attempts table: the trial has loaded
+    assert "tmuxed › 1" in screen and "tmuxed/1  completed" in screen and "Overview" in screen
+    tmux("send-keys", "-t", "tui", "q")
+    tmux.wait_gone()

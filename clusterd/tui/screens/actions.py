@@ -78,8 +78,8 @@ class ActionsMixin(LiveScreen):
         )
 
     def ask_stop_trial(self, trial: str, state: str, stopping: bool = False) -> None:
-        """Early-stop by hand: unlike cancel, the trial ends ``stopped`` and counts as a
-        finished result (its metrics so far stand), like a rule's decision."""
+        """Early-stop by hand (the ``stop`` op): unlike a cancel, the trial ends ``stopped``
+        with a stop decision on record, like a trial an early-stopping rule stopped."""
         if state in FINAL_STATES:
             self.notify(f"{trial} has already ended ({state})", severity="warning")
             return

@@ -54,7 +54,7 @@ class DetailScreen(ActionsMixin):
         "One trial. Tabs: 1 overview, 2 plot (this trial vs the sweep's best trial and "
         "median, plus GPU sparklines), 3 log (o switches stdout/stderr, [ and ] the "
         "attempt), 4 history (every state transition). x stops the trial early by hand "
-        "(it ends 'stopped' and its results count); c cancels it."
+        "(it ends 'stopped', as if a rule stopped it); c cancels it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),

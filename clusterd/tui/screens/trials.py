@@ -53,7 +53,7 @@ class TrialsScreen(ActionsMixin):
     HELP = (
         "One line per trial, updated live. f filters by state, / searches the "
         "parameters (all words must match, e.g. 'lr=0.01 adam'), s and S sort. "
-        "x stops the highlighted trial early (it ends 'stopped', its results count); "
+        "x stops the highlighted trial early (it ends 'stopped', as if a rule stopped it); "
         "c cancels it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
