@@ -23,7 +23,11 @@ from clusterd.stopping.asha import AshaRule, HyperbandRule
 from clusterd.stopping.base import StopRule
 from clusterd.stopping.median import MedianRule
 
-optuna = pytest.importorskip("optuna")
+pytest.importorskip("optuna")  # in the test extra, not a dependency of clusterd
+
+import optuna
+from optuna.pruners import BasePruner
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 Curve = list[tuple[int, float]]  # (step, value) in report order
@@ -84,7 +88,7 @@ def run_ours(rule: StopRule, events: Sequence[tuple[int, int, float]]) -> Pruned
 
 
 def run_optuna(
-    pruner: optuna.pruners.BasePruner,
+    pruner: BasePruner,
     mode: str,
     events: Sequence[tuple[int, int, float]],
     lengths: Sequence[int],
@@ -115,9 +119,7 @@ def run_optuna(
     return pruned
 
 
-def median_pair(
-    min_steps: int, min_trials: int, mode: str
-) -> tuple[MedianRule, optuna.pruners.BasePruner]:
+def median_pair(min_steps: int, min_trials: int, mode: str) -> tuple[MedianRule, BasePruner]:
     ours = MedianRule(
         EarlyStopping(rule="median", min_steps=min_steps, options={"min_trials": min_trials}),
         mode,
@@ -130,7 +132,7 @@ def median_pair(
     return ours, theirs
 
 
-def asha_pair(min_steps: int, factor: int, mode: str) -> tuple[AshaRule, optuna.pruners.BasePruner]:
+def asha_pair(min_steps: int, factor: int, mode: str) -> tuple[AshaRule, BasePruner]:
     ours = AshaRule(
         EarlyStopping(rule="asha", min_steps=min_steps, options={"reduction_factor": factor}),
         mode,
@@ -142,7 +144,7 @@ def asha_pair(min_steps: int, factor: int, mode: str) -> tuple[AshaRule, optuna.
 
 
 def assert_same(
-    make: Callable[[], tuple[StopRule, optuna.pruners.BasePruner]],
+    make: Callable[[], tuple[StopRule, BasePruner]],
     mode: str,
     data: list[Curve],
     events: list[tuple[int, int, float]],
@@ -246,11 +248,14 @@ def test_median_judges_against_running_trials_where_optuna_waits_for_completed(
 
 
 @pytest.mark.parametrize("rule_name", ["median", "asha"])
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")  # Optuna's nanmin
 def test_nan_is_ignored_where_optuna_prunes(rule_name: str) -> None:
     """Intended difference: a NaN is the trial's own business (base.StopRule.observe);
     Optuna prunes a trial whose value at a judged step is NaN."""
     data = [[(s, 1.0 / s) for s in range(1, 6)], [(1, 0.9), (2, math.nan), (3, 0.2)]]
     events = sequential(data)
+    rule: StopRule
+    pruner: BasePruner
     if rule_name == "median":
         rule, pruner = median_pair(min_steps=1, min_trials=1, mode="min")
         # Optuna's best over steps ignores NaN (nanmin), so it needs an all-NaN trial
