@@ -160,7 +160,7 @@ MODES = ["min", "max"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("min_steps", "min_trials"), [(1, 1), (5, 1), (3, 3), (10, 5)])
+@pytest.mark.parametrize(("min_steps", "min_trials"), [(1, 1), (2, 0), (5, 1), (3, 3), (10, 5)])
 @pytest.mark.parametrize("seed", range(6))
 def test_median_prunes_what_median_pruner_prunes_sequentially(
     mode: str, min_steps: int, min_trials: int, seed: int
