@@ -290,7 +290,8 @@ class SweepRow:
 
     @property
     def total(self) -> int:
-        return int(self.data.get("trials") or 0)
+        """Trials planned: an adaptive search proposes its ``samples`` as results arrive."""
+        return max(int(self.data.get("trials") or 0), int(self.data.get("planned") or 0))
 
     @property
     def finished(self) -> int:

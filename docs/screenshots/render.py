@@ -31,6 +31,7 @@ SHOTS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "trials": ({"sweep": "lr-depth"}, []),
     "trials-light": ({"sweep": "lr-depth", "theme": "textual-light"}, ["f", "3"]),
     "trial-overview": ({"sweep": "lr-depth", "trial": 25}, []),
+    "trial-stopped": ({"sweep": "lr-depth", "trial": 2}, []),
     "trial-plot": ({"sweep": "lr-depth", "trial": 25}, ["2"]),
     "trial-log": ({"sweep": "lr-depth", "trial": 25}, ["3"]),
     "help": ({"sweep": "lr-depth"}, ["question_mark"]),

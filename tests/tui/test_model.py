@@ -109,3 +109,11 @@ def test_read_log_tail_then_follow(tmp_path: Path) -> None:
     path.write_text("rotated\n")
     assert read_log(str(path), more.offset).reset
     assert read_log(str(tmp_path / "none"), None).missing
+
+
+def test_an_adaptive_sweep_counts_its_planned_trials() -> None:
+    row = SweepRow({"state": "active", "trials": 10, "planned": 40, "finished": 10})
+    assert row.total == 40
+    assert row.eta(now=1000.0) is None  # no created_at: no rate
+    row.data["created_at"] = 0.0
+    assert row.eta(now=100.0) == 300.0  # 10 done in 100 s, 30 to go

@@ -169,6 +169,11 @@ class SweepsScreen(ActionsMixin):
         d = sweep.data
         styles, narrow = state_styles(self.app), self.size.width < 120
         metric = f"{d.get('metric')} ({d.get('mode')})" if d.get("metric") else "no metric"
+        how = ""  # the methods, when not the plain ones
+        if d.get("search") not in (None, "grid", "random"):
+            how += f" · search: {d['search']}"
+        if d.get("early_stopping") not in (None, "none"):
+            how += f" · stops: {d['early_stopping']}"
         created = d.get("created_at")
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "-"
         info.update(
@@ -180,6 +185,7 @@ class SweepsScreen(ActionsMixin):
                 "  ",
                 state_legend(sweep.counts, styles, short=narrow),
                 f"\n{d.get('output_dir', '')}",
+                (how, "dim"),
             )
         )
 
