@@ -29,6 +29,7 @@ SCRIPTS = [
     "bench_ingest.py",
     "bench_trial.py",
     "bench_early_stopping.py",
+    "bench_tui.py",
 ]
 TIMEOUT = 150
 

@@ -5,8 +5,10 @@
 ``{"id": 7, "event": {...}}`` line per change until the client disconnects.
 Events: ``{"type": "trial", "sweep_id", "index", "from", "state", "reason", "t"}``,
 ``{"type": "progress", "sweep_id", "index", "last_step", "last_value", ...}``,
-``{"type": "sweep", "name", "state"}`` and ``{"type": "overflow"}`` (the client was
-too slow; it should re-read state and subscribe again).
+``{"type": "stop", "sweep_id", "index", "decision": {...}}`` (an early-stopping
+decision, by a rule or by hand), ``{"type": "sweep", "name", "state"}`` and
+``{"type": "overflow"}`` (the client was too slow; it should re-read state and
+subscribe again).
 """
 
 from __future__ import annotations
