@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterd import layout, runner
-from clusterd.daemon.ingest import AttemptCursor, ingest_attempt
+from clusterd.daemon.ingest import AttemptCursor, IngestResult, ingest_attempt
 from clusterd.daemon.outcome import Ending, decide
 from clusterd.daemon.searching import Proposer
 from clusterd.daemon.stopper import Stopper, write_marker
@@ -278,13 +278,13 @@ class Scheduler:
     def _end(self, conn: Any, attempt: Any, status: JobStatus, sweep: Any, driver: Driver) -> None:
         adir = self._attempt_dir(sweep, attempt)
         cursor = self._cursor(attempt, sweep)
-        self._judge(conn, sweep, attempt, ingest_attempt(self.store, conn, cursor, final=False))
+        self._ingest(conn, sweep, attempt, cursor, final=False)
         result = layout.read_status(adir)
         if result is None:
             first = self._gone_since.setdefault(attempt.id, time.time())
             if time.time() - first < driver.status_grace and not attempt.cancel_requested:
                 return  # the shared filesystem may not show status.json yet
-        self._judge(conn, sweep, attempt, ingest_attempt(self.store, conn, cursor, final=True))
+        self._ingest(conn, sweep, attempt, cursor, final=True)
         self._gone_since.pop(attempt.id, None)
         self._cursors.pop(attempt.id, None)
         trial = self.store.trial_by_id(conn, attempt.trial_id)
@@ -351,22 +351,29 @@ class Scheduler:
         with self._tx() as conn:
             for attempt in live:
                 cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
-                result = ingest_attempt(self.store, conn, cursor)
-                self._judge(conn, sweeps[attempt.sweep_id], attempt, result)
-                lines += result.lines
-                if result.progress:
-                    self.store.publish(
-                        {
-                            "type": "progress",
-                            "sweep_id": attempt.sweep_id,
-                            "index": attempt.index,
-                            **result.progress,
-                        }
-                    )
+                lines += self._ingest(conn, sweeps[attempt.sweep_id], attempt, cursor).lines
         self._write_markers()
         self.stats.lines += lines
         quiet = min(self._ingest_delay * 2, MAX_INGEST_INTERVAL)
         self._ingest_delay = self.ingest_interval if lines else quiet
+
+    def _ingest(
+        self, conn: Any, sweep: Any, attempt: Any, cursor: AttemptCursor, final: bool = False
+    ) -> IngestResult:
+        """Ingest an attempt's new lines, feed its stop rule, and tell subscribers (the last
+        read of an ended attempt too, so the TUI's row shows its final step)."""
+        result = ingest_attempt(self.store, conn, cursor, final=final)
+        self._judge(conn, sweep, attempt, result)
+        if result.progress:
+            self.store.publish(
+                {
+                    "type": "progress",
+                    "sweep_id": attempt.sweep_id,
+                    "index": attempt.index,
+                    **result.progress,
+                }
+            )
+        return result
 
     def _cursor(self, attempt: Any, sweep: Any) -> AttemptCursor:
         cursor = self._cursors.get(attempt.id)
@@ -572,7 +579,7 @@ class Scheduler:
 
     # -- early stopping -------------------------------------------------------
 
-    def _judge(self, conn: Any, sweep: Any, attempt: Any, result: Any) -> None:
+    def _judge(self, conn: Any, sweep: Any, attempt: Any, result: IngestResult) -> None:
         """Feed newly ingested values of the sweep's metric to its stop rule."""
         if result.observations and _has_stop_rule(sweep):
             decision = self.stopper.observe(
