@@ -14,8 +14,10 @@ from clusterd.daemon.handlers.context import Context, arg_opt_str
 __all__ = ["cluster", "drivers", "ping", "shutdown", "status"]
 
 
-def ping(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    """``{"op": "ping"}`` -> ``{"pong": true, "version": "0.1.0"}``"""
+async def ping(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "ping"}`` -> ``{"pong": true, "version": "0.1.0"}``; answered on the event
+    loop itself (no database, no worker thread), so it measures whether the daemon is
+    alive, not how busy its workers are."""
     return {"pong": True, "version": __version__}
 
 
