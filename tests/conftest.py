@@ -32,6 +32,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
         delay = min(delay * 2, 0.2)
 
 
+def process_gone(pid: int) -> bool:
+    """The process exited, or is a zombie nobody reaped yet (a SIGKILLed daemon whose parent
+    is the test: it can no longer do anything)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 class Daemon:
     """A clusterd daemon started as a real process, and clusterctl run as one."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_for
+from tests.conftest import Daemon, process_gone, wait_for
 
 #: the trial: appends its attempt number to runs.log in its trial dir (so a duplicate run
 #: of one attempt shows), then, in attempt 1, waits while the sweep dir holds a "hold" file
@@ -188,7 +188,7 @@ def test_a_killed_daemon_finds_every_job_again_and_submits_nothing_twice(
 
     pid = daemon.pid
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10, "the kill")
+    wait_for(lambda: process_gone(pid), 10, "the kill")
     daemon.start()
     (root / "hold").unlink()  # the jobs may finish now, while or after the daemon looks
 
@@ -241,11 +241,3 @@ def test_a_hung_squeue_times_out_backs_off_and_leaves_the_socket_answering(
     (root / "hold").unlink()
     (done,) = daemon.wait_sweep_done("faults", timeout=120)
     assert (done["state"], done["attempts"]) == ("completed", 1)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except OSError:
-        return True

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import Daemon, wait_for
+from tests.conftest import Daemon, process_gone, wait_for
 
 
 def test_killed_daemon_readopts_running_trials_and_loses_no_metric(
@@ -38,7 +38,7 @@ def test_killed_daemon_readopts_running_trials_and_loses_no_metric(
     )
     pid = daemon.pid
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, "the kill")
+    wait_for(lambda: process_gone(pid), 10, "the kill")
     daemon.start()
     trials = daemon.wait_sweep_done("k")
     assert [(t["state"], t["attempts"]) for t in trials] == [("completed", 1)] * 6
@@ -48,11 +48,3 @@ def test_killed_daemon_readopts_running_trials_and_loses_no_metric(
     ).fetchall()
     db.close()
     assert [(n, d) for _, n, d in rows] == [(30, 30)] * 6  # every line, exactly once
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except OSError:
-        return True

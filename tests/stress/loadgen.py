@@ -83,17 +83,6 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def rss_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of ``pid`` in kB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0])
-    return out
-
-
 # --------------------------------------------------------------------------- a client
 
 
