@@ -50,8 +50,11 @@ async def test_pushed_events_update_rows_without_rereading() -> None:
             {"type": "progress", "sweep_id": 1, "index": 25, "last_step": 99, "last_value": 0.01},
             {"type": "trial", "sweep_id": 1, "index": 30, "from": "pending", "state": "queued"},
         )
-        await settle(pilot, lambda: screen.trials.rows[25].last_step == 99)
-        assert screen.trials.rows[30].state == "queued" and screen.trials.rows[30].attempts == 1
+        trials = screen.trials
+        await settle(
+            pilot, lambda: trials.rows[25].last_step == 99 and trials.rows[30].state == "queued"
+        )
+        assert screen.trials.rows[30].attempts == 1
         assert calls(backend, "trials") == reads
         backend.emit({"type": "trial", "sweep_id": 1, "index": 4000, "state": "pending"})
         await settle(pilot, lambda: calls(backend, "trials") == reads + 1, what="a re-read")
