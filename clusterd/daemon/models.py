@@ -88,6 +88,7 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),
         Index("ix_attempts_state", "state"),
+        Index("ix_attempts_outcome", "outcome"),  # failing_hosts: the few failed ones
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

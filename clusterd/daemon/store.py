@@ -595,7 +595,10 @@ class Store:
             select(A.c.host, func.count())
             .join(T, A.c.trial_id == T.c.id)
             .where(
-                T.c.sweep_id == sweep_id,
+                # "+ 0": SQLite would otherwise walk every trial of the sweep and its attempts;
+                # this way it reads the few failed attempts off ix_attempts_outcome (5 ms ->
+                # 0.1 ms at 10,000 trials). PostgreSQL plans it by its statistics either way.
+                T.c.sweep_id + 0 == sweep_id,
                 A.c.outcome.in_(("failed", "lost", "timeout")),
                 A.c.host.is_not(None),
             )
