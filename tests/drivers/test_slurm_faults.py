@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,10 +145,13 @@ def test_scancel_from_outside_cancels_the_trial_with_the_reason(
 
     (done,) = daemon.wait_sweep_done("faults", timeout=90)
     assert (done["state"], done["attempts"]) == ("cancelled", 1)
+    # "by 0" (who cancelled) comes from accounting, which may lag slurmctld by a poll;
+    # then squeue's plain CANCELLED is the reason
+    reason = re.compile(r"cancelled outside clusterd \(CANCELLED( by 0)?\)")
     shown = daemon.ctl("show", "faults/0").stdout
-    assert "cancelled outside clusterd (CANCELLED by 0)" in shown, shown
+    assert reason.search(shown), shown
     (attempt,) = trial(daemon, 0)["attempt_list"]
-    assert attempt["reason"] == "cancelled outside clusterd (CANCELLED by 0)"
+    assert reason.fullmatch(attempt["reason"]), attempt["reason"]
 
 
 def test_scontrol_requeue_ends_the_attempt_and_submits_a_new_one(
