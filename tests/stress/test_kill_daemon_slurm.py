@@ -36,11 +36,12 @@ KILLS = int(os.environ.get("CLUSTERD_STRESS_SLURM_KILLS") or 10)
 
 SBATCH_SHIM = """\
 #!/bin/bash
-# counting shim: run the real sbatch, log its arguments and what it printed
+# counting shim: run the real sbatch, log its arguments and what it printed -- the log
+# first: if the daemon was killed meanwhile, printing to its closed pipe kills the shim
 out=$({real} "$@")
 rc=$?
-printf '%s\\n' "$out"
 echo "rc=$rc out=$out args=$*" >>{log}
+printf '%s\\n' "$out"
 exit $rc
 """
 
