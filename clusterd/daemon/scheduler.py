@@ -41,7 +41,7 @@ from clusterd.daemon.searching import Proposer
 from clusterd.daemon.stopper import Stopper, write_marker
 from clusterd.daemon.store import FINAL_STATES, Store
 from clusterd.drivers.base import Driver, JobRef, JobRequest, JobStatus
-from clusterd.errors import ClusterdError, NotFound
+from clusterd.errors import ClusterdError, InvalidRequest, NotFound
 from clusterd.spec.model import SweepSpec
 
 __all__ = ["DriverSet", "Scheduler"]
@@ -215,7 +215,7 @@ class Scheduler:
         for name, attempts in by_driver.items():
             await self._track_driver(name, attempts, sweeps, poll_now)
         self._ingest_live(sweeps)
-        await self._enforce_stops(sweeps)
+        await self._enforce_stops([a for a in live if a.stop_decision], sweeps)
         await self._submit_pending(sweeps)
         self._finish_sweeps()
 
@@ -345,7 +345,7 @@ class Scheduler:
         with self.store.read() as conn:  # replayed outside the write transaction
             for sweep_id in {a.sweep_id for a in live}:
                 sweep = sweeps[sweep_id]
-                if _has_stop_rule(sweep):
+                if Stopper.applies(sweep):
                     self.stopper.rule(conn, sweep, self._spec(sweep))
         lines = 0
         with self._tx() as conn:
@@ -407,15 +407,15 @@ class Scheduler:
             if driver is None or time.time() < health.next_try_at:
                 continue
             spec = self._spec(sweep)
-            if self.proposer.is_adaptive(spec):
-                with self.store.read() as conn:
-                    free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
-                if free > 0:
-                    with self._tx() as conn:
-                        self.proposer.top_up(conn, sweep, spec, free)
             with self.store.read() as conn:
                 free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
-                trials = self.store.pending_trials(conn, sweep.id, free) if free > 0 else []
+            if free <= 0:
+                continue
+            if self.proposer.is_adaptive(spec):
+                with self._tx() as conn:
+                    self.proposer.top_up(conn, sweep, spec, free)
+            with self.store.read() as conn:
+                trials = self.store.pending_trials(conn, sweep.id, free)
                 if trials:
                     self._note_bad_hosts(
                         sweep,
@@ -581,7 +581,7 @@ class Scheduler:
 
     def _judge(self, conn: Any, sweep: Any, attempt: Any, result: IngestResult) -> None:
         """Feed newly ingested values of the sweep's metric to its stop rule."""
-        if result.observations and _has_stop_rule(sweep):
+        if result.observations and Stopper.applies(sweep):
             decision = self.stopper.observe(
                 conn,
                 sweep,
@@ -599,11 +599,11 @@ class Scheduler:
         for adir, decision in markers:
             write_marker(adir, decision)
 
-    async def _enforce_stops(self, sweeps: dict[int, Any]) -> None:
+    async def _enforce_stops(self, stopping: list[Any], sweeps: dict[int, Any]) -> None:
         """Markers for every stopped trial still running (again after a restart); after
-        the grace period, terminate the attempt through its driver."""
-        with self.store.read() as conn:
-            stopping = self.store.stopping_attempts(conn)
+        the grace period, terminate the attempt through its driver. ``stopping``: the
+        pass's live attempts whose trial has a decision (one taken during this pass's
+        ingestion is enforced from the next pass on; its marker is already written)."""
         now = time.time()
         due: dict[str, list[JobRef]] = {}
         for attempt in stopping:
@@ -634,8 +634,6 @@ class Scheduler:
             sweep = self.store.require_sweep(conn, sweep_name)
             trial = self.store.trial(conn, sweep, index)
             if trial.state in FINAL_STATES:
-                from clusterd.errors import InvalidRequest
-
                 raise InvalidRequest(
                     f"trial {sweep_name}/{index} has already ended ({trial.state}); nothing to stop"
                 )
@@ -753,8 +751,3 @@ class Scheduler:
             job_id=attempt.job_id,
             attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
         )
-
-
-def _has_stop_rule(sweep: Any) -> bool:
-    """Cheaper than parsing the spec, on the ingestion path of every sweep."""
-    return (sweep.spec.get("early_stopping") or {}).get("rule", "none") != "none"

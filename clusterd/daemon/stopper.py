@@ -58,6 +58,13 @@ class Stopper:
         self._by_sweep: dict[int, tuple[float, StopRule | None]] = {}
 
     @staticmethod
+    def applies(sweep: Any) -> bool:
+        """Whether the sweep has a rule and a metric to judge: read off the stored spec
+        without parsing it, since ingestion asks for every sweep on every pass."""
+        rule = (sweep.spec.get("early_stopping") or {}).get("rule", "none")
+        return rule != "none" and bool(sweep.metric_name)
+
+    @staticmethod
     def grace(spec: SweepSpec) -> float:
         return float(spec.early_stopping.options.get("grace_period", DEFAULT_GRACE))
 
@@ -72,9 +79,9 @@ class Stopper:
         return rule
 
     def _build(self, conn: Connection, sweep: Any, spec: SweepSpec) -> StopRule | None:
-        name = spec.early_stopping.rule
-        if name == "none" or not sweep.metric_name:
+        if not self.applies(sweep):
             return None
+        name = spec.early_stopping.rule
         cls = self.rules.get(name)
         if cls is None:
             log.error(

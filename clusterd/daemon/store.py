@@ -431,9 +431,10 @@ class Store:
         return conn.execute(q).first() is not None
 
     def live_attempts(self, conn: Connection, sweep_id: int | None = None) -> list[Any]:
-        """Attempts not yet ended, joined with their trial's index/sweep/state."""
+        """Attempts not yet ended, joined with their trial's index, sweep, state and stop
+        decision (a cleared decision reads back as None: it is stored as JSON null)."""
         q = (
-            select(A, T.c.sweep_id, T.c.index, T.c.state.label("trial_state"))
+            select(A, T.c.sweep_id, T.c.index, T.c.state.label("trial_state"), T.c.stop_decision)
             .join(T, A.c.trial_id == T.c.id)
             .where(A.c.state != "ended")
         )
@@ -509,16 +510,6 @@ class Store:
         )
         for index, step, value in conn.execute(q):
             yield int(index), int(step), float(value)
-
-    def stopping_attempts(self, conn: Connection) -> list[Any]:
-        """Live attempts of trials that have a stop decision (to signal, then terminate)."""
-        q = (
-            select(A, T.c.sweep_id, T.c.index, T.c.stop_decision)
-            .join(T, A.c.trial_id == T.c.id)
-            .where(A.c.state != "ended")
-        )
-        # filtered here: a cleared decision is stored as JSON null, not SQL NULL
-        return [row for row in conn.execute(q.order_by(A.c.id)) if row.stop_decision]
 
     def trial_count(self, conn: Connection, sweep_id: int) -> int:
         q = select(func.count()).select_from(T).where(T.c.sweep_id == sweep_id)

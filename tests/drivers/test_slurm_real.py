@@ -19,31 +19,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from clusterd.drivers.base import JobRef, JobRequest, JobStatus
 from clusterd.drivers.slurm import SlurmDriver, run_command
 from clusterd.spec.model import Resources
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / ".ci" / "slurm-setup.sh"
-T = TypeVar("T")
-
-
-def poll_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
 
 
 class Counting:
@@ -93,7 +79,7 @@ class Harness:
         self.refs.update({ref.token: ref for ref in refs})
         return refs
 
-    def poll_until(
+    def wait_for(
         self,
         refs: Sequence[JobRef],
         done: Callable[[dict[str, JobStatus]], bool],
@@ -104,7 +90,7 @@ class Harness:
             statuses = self.driver.poll(refs)
             return statuses if done(statuses) else None
 
-        return poll_until(check, timeout, what)
+        return wait_for(check, timeout, what)
 
     def cleanup(self) -> None:
         if self.refs:
@@ -147,7 +133,7 @@ def test_five_jobs_go_out_as_one_array_and_run(harness: Harness) -> None:
     assert len({ref.job_id.split("_")[0] for ref in refs if ref.job_id}) == 1
 
     before = harness.runner.count("squeue")
-    statuses = harness.poll_until(refs, all_gone, "5 array tasks to finish")
+    statuses = harness.wait_for(refs, all_gone, "5 array tasks to finish")
     polls = harness.runner.count("squeue") - before
     assert polls >= 1 and harness.runner.count("sbatch") == 1
     for i, (job, ref) in enumerate(zip(jobs, refs, strict=True)):
@@ -160,9 +146,9 @@ def test_five_jobs_go_out_as_one_array_and_run(harness: Harness) -> None:
 
 def test_cancel_ends_a_sleeping_job_as_cancelled(harness: Harness) -> None:
     (ref,) = harness.submit([harness.job(0, SLEEP)])
-    harness.poll_until([ref], lambda s: s[ref.token].phase == "running", "the job to start")
+    harness.wait_for([ref], lambda s: s[ref.token].phase == "running", "the job to start")
     harness.driver.cancel([ref])
-    statuses = harness.poll_until([ref], all_gone, "the cancelled job to end")
+    statuses = harness.wait_for([ref], all_gone, "the cancelled job to end")
     status = statuses[ref.token]
     assert (status.scheduler_state or "").startswith("CANCELLED")
     assert status.reason is not None and status.reason.startswith("CANCELLED")
@@ -194,9 +180,9 @@ def test_pending_reason_shows_while_the_node_is_full(harness: Harness) -> None:
     (node,) = harness.driver.describe_cluster().nodes
     big = harness.job(0, SLEEP, resources=Resources(cpus=node["cpus"], memory_mb=100))
     (first,) = harness.submit([big])
-    harness.poll_until([first], lambda s: s[first.token].phase == "running", "the big job to run")
+    harness.wait_for([first], lambda s: s[first.token].phase == "running", "the big job to run")
     (second,) = harness.submit([harness.job(1, SLEEP)])
-    statuses = harness.poll_until(
+    statuses = harness.wait_for(
         [first, second],
         lambda s: s[second.token].phase == "queued" and s[second.token].reason is not None,
         "a pending reason",
@@ -213,7 +199,7 @@ def test_max_array_size_chunks_the_submission(harness: Harness, tmp_path: Path) 
     arrays = [next(arg for arg in call if arg.startswith("--array=")) for call in sbatches]
     assert arrays == ["--array=0-1", "--array=0-1", "--array=0-0"]
     assert len({ref.job_id.split("_")[0] for ref in refs if ref.job_id}) == 3
-    statuses = harness.poll_until(refs, all_gone, "3 arrays to finish")
+    statuses = harness.wait_for(refs, all_gone, "3 arrays to finish")
     assert {s.scheduler_state for s in statuses.values()} == {"COMPLETED"}
 
 
@@ -278,10 +264,10 @@ def test_the_runner_gets_the_resume_signal_from_slurm(harness: Harness) -> None:
     (ref,) = harness.submit([job])
     sbatch = next(call for call in harness.runner.calls if call[0] == "sbatch")
     assert "--time=00:01:00" in sbatch and "--signal=B:USR1@50" in sbatch
-    status = poll_until(lambda: read_status(job), 75, "the runner's status.json")
+    status = wait_for(lambda: read_status(job), 75, "the runner's status.json")
     assert status["exit_code"] == 3, status
     assert (Path(job.attempt_dir) / "stdout").read_text() == "started\n"
-    statuses = harness.poll_until([ref], all_gone, "the job to leave")
+    statuses = harness.wait_for([ref], all_gone, "the job to leave")
     # the runner exits with the command's status: Slurm calls that FAILED
     assert statuses[ref.token].scheduler_state == "FAILED"
     assert (statuses[ref.token].reason or "").startswith("FAILED")
@@ -313,7 +299,7 @@ def test_four_packed_trials_run_as_two_tasks_of_one_array(harness: Harness) -> N
     assert "--array=0-1" in sbatch and "--cpus-per-task=2" in sbatch and "--mem=200M" in sbatch
     array_id = (refs[0].job_id or "").split("_")[0]
     assert [ref.job_id for ref in refs] == [f"{array_id}_{t}/{s}" for t in (0, 1) for s in (0, 1)]
-    statuses = harness.poll_until(refs, all_gone, "2 packed tasks to finish")
+    statuses = harness.wait_for(refs, all_gone, "2 packed tasks to finish")
     for job, ref, code in zip(jobs, refs, [0, 5, 0, 3], strict=True):
         status = read_status(job)
         assert status is not None and status["exit_code"] == code, (job.token, status)
@@ -332,13 +318,13 @@ def test_cancelling_one_packed_trial_spares_the_other(harness: Harness) -> None:
     for job in jobs:
         launch_json(job, SLEEP)
     first, second = harness.submit(jobs)
-    harness.poll_until([first, second], lambda s: s[second.token].phase == "running", "the start")
-    poll_until(
+    harness.wait_for([first, second], lambda s: s[second.token].phase == "running", "the start")
+    wait_for(
         lambda: all((Path(j.attempt_dir) / "runner.json").exists() for j in jobs), 20, "runners"
     )
     harness.driver.cancel([first])
     assert harness.runner.count("scancel") == 0
-    statuses = harness.poll_until(
+    statuses = harness.wait_for(
         [first, second], lambda s: s[first.token].phase == "gone", "the cancelled slot to end", 20
     )
     assert statuses[second.token].phase == "running"
@@ -348,10 +334,10 @@ def test_cancelling_one_packed_trial_spares_the_other(harness: Harness) -> None:
 
     harness.driver.cancel([second])  # nothing is left to run: the job is scancelled
     assert harness.runner.count("scancel") == 1
-    harness.poll_until([second], all_gone, "the packed job to end", 30)
+    harness.wait_for([second], all_gone, "the packed job to end", 30)
     status = read_status(jobs[1])  # gone once its runner is done, maybe before the job
     assert status is not None and status["signal"] == "TERM", status
-    final = harness.poll_until([first, second], all_gone, "both slots to end")
+    final = harness.wait_for([first, second], all_gone, "both slots to end")
     assert final[first.token].job_id == first.job_id
 
 
@@ -381,12 +367,12 @@ def limited_account(slurm: None) -> Iterator[str]:
             argv = ["scontrol", "show", "assoc_mgr", f"accounts={account}", "flags=assoc"]
             return "MaxSubmitJobs=4" in run_command(argv, 10, None).stdout
 
-        poll_until(known, 20, "slurmctld to learn the new association")
+        wait_for(known, 20, "slurmctld to learn the new association")
         yield account
     finally:
         subprocess.run(["scancel", f"--account={account}"], capture_output=True, timeout=30)
         argv = ["squeue", "--noheader", f"--account={account}"]
-        poll_until(lambda: not run_command(argv, 10, None).stdout.strip(), 30, "jobs to leave")
+        wait_for(lambda: not run_command(argv, 10, None).stdout.strip(), 30, "jobs to leave")
         sacctmgr("delete", "user", "root", "where", f"account={account}")
         sacctmgr("delete", "account", account)
         sacctmgr("delete", "qos", qos)
@@ -423,7 +409,7 @@ def test_submission_stays_under_the_users_limits(harness: Harness, limited_accou
     assert refused.returncode != 0 and "AssocMaxSubmitJobLimit" in refused.stderr
 
     driver.cancel(plain[:1])
-    harness.poll_until(plain[:1], all_gone, "a cancelled job to leave")
+    harness.wait_for(plain[:1], all_gone, "a cancelled job to leave")
     (two,) = submit(queued[1:])  # room for one again: the QOS has 1 of 2, the account 3 of 4
     assert two.token == queued[1].token
     assert harness.runner.count("sbatch") == 3
