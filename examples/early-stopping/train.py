@@ -15,7 +15,7 @@ from clusterd import trial
 params = trial.params()
 lr = float(params.get("lr", 3e-3))
 width = int(params.get("width", 128))
-steps = int(params.get("steps", 27))
+steps = int(params.get("steps", 24))
 
 floor = 0.1 + 0.08 * (math.log10(lr) + 2.5) ** 2 + 0.02 * abs(math.log2(width / 128))
 for step in range(1, steps + 1):
