@@ -215,7 +215,7 @@ class Scheduler:
         for name, attempts in by_driver.items():
             await self._track_driver(name, attempts, sweeps, poll_now)
         self._ingest_live(sweeps)
-        await self._enforce_stops([a for a in live if a.stop_decision], sweeps)
+        await self._enforce_ends(live, sweeps)
         await self._submit_pending(sweeps)
         self._finish_sweeps()
 
@@ -599,21 +599,25 @@ class Scheduler:
         for adir, decision in markers:
             write_marker(adir, decision)
 
-    async def _enforce_stops(self, stopping: list[Any], sweeps: dict[int, Any]) -> None:
-        """Markers for every stopped trial still running (again after a restart); after
-        the grace period, terminate the attempt through its driver. ``stopping``: the
-        pass's live attempts whose trial has a decision (one taken during this pass's
-        ingestion is enforced from the next pass on; its marker is already written)."""
+    async def _enforce_ends(self, live: list[Any], sweeps: dict[int, Any]) -> None:
+        """Terminate, through their drivers, the live attempts that must end: cancelled
+        ones and stopped ones whose grace period is over (a stopped trial gets its marker
+        first). Once per attempt per daemon: this also covers an attempt cancelled while
+        it was still being submitted (no job id to cancel yet) and a daemon that died
+        between recording a cancel and sending it. ``live`` is the pass's snapshot: what
+        changes during the pass is enforced from the next one."""
         now = time.time()
         due: dict[str, list[JobRef]] = {}
-        for attempt in stopping:
+        for attempt in live:
             sweep = sweeps.get(attempt.sweep_id)
             if sweep is None or attempt.state == "submitting":
                 continue
-            write_marker(self._attempt_dir(sweep, attempt), attempt.stop_decision)
             decision = attempt.stop_decision
-            grace = float(decision.get("grace") or 0.0)
-            if now < float(decision.get("at") or 0.0) + grace:
+            if decision and not attempt.cancel_requested:
+                write_marker(self._attempt_dir(sweep, attempt), decision)
+                if now < float(decision.get("at") or 0.0) + float(decision.get("grace") or 0):
+                    continue
+            elif not attempt.cancel_requested:
                 continue
             if attempt.id in self._terminated or not attempt.job_id:
                 continue
@@ -622,7 +626,7 @@ class Scheduler:
         for name, refs in due.items():
             driver = self._driver(name)
             if driver is not None:
-                log.info("terminating %d stopped attempt(s) on %s", len(refs), name)
+                log.info("terminating %d cancelled or stopped attempt(s) on %s", len(refs), name)
                 await self._call(name, driver.cancel, refs)
 
     async def stop_trial(self, sweep_name: str, index: int) -> dict[str, Any]:
@@ -670,7 +674,9 @@ class Scheduler:
             ]
             for attempt in attempts:
                 self.store.update_attempt(conn, attempt.id, cancel_requested=True)
-        refs = [self._ref(a, {sweep.id: sweep}) for a in attempts if a.job_id]
+        sent = [a for a in attempts if a.job_id and a.state != "submitting"]
+        self._terminated.update(a.id for a in sent)  # the rest: _enforce_ends, next pass
+        refs = [self._ref(a, {sweep.id: sweep}) for a in sent]
         if refs:
             await self._call(sweep.driver, self.drivers.get(sweep.driver).cancel, refs)
         self.wake()

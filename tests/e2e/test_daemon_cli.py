@@ -115,7 +115,13 @@ def test_extend_adds_only_new_trials(daemon: Daemon, tmp_path: Path) -> None:
     trials = daemon.trials("grid")
     assert len(trials) == 9
     assert {t["params"]["lr"] for t in trials[6:]} == {0.001}
-    assert all(t["state"] == "cancelled" for t in trials[:6])
+    # live ones end "cancelled" once their driver reports them gone, even one that was
+    # still being submitted when the cancel came
+    wait_for(
+        lambda: all(t["state"] == "cancelled" for t in daemon.trials("grid")[:6]),
+        30,
+        "the first six trials to be cancelled",
+    )
     daemon.ctl("cancel", "grid")
 
 
