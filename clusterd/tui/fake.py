@@ -242,12 +242,28 @@ class FakeBackend:
             s.close()
 
     def emit(self, *events: dict[str, Any]) -> None:
-        """Send events to every open subscription (``sweep_id`` 1 is lr-depth, and so on)."""
+        """Send events to every open subscription (``sweep_id`` 1 is lr-depth, and so on).
+
+        A ``trial`` event changes the fake's own data first, as a daemon commits before it
+        publishes: a screen that re-reads the trial afterwards sees the new state."""
+        for event in events:
+            self._commit(event)
         with self._lock:
             streams = list(self.streams)
         for stream in streams:
             for event in events:
                 stream.queue.put(event)
+
+    def _commit(self, event: dict[str, Any]) -> None:
+        names = list(self.sweeps)
+        sweep_id, index = event.get("sweep_id"), event.get("index")
+        if event.get("type") != "trial" or not isinstance(sweep_id, int):
+            return
+        if not 1 <= sweep_id <= len(names) or not isinstance(index, int):
+            return
+        trials = self.sweeps[names[sweep_id - 1]].trials
+        if 0 <= index < len(trials) and isinstance(event.get("state"), str):
+            trials[index].update(state=event["state"], reason=event.get("reason"))
 
     # -- ops ---------------------------------------------------------------------
 
@@ -377,7 +393,6 @@ class FakeBackend:
         sweep_id = list(self.sweeps).index(sweep.name) + 1
         self.emit({"type": "stop", "sweep_id": sweep_id, "index": t["index"], "decision": decision})
         if t["state"] == "pending":
-            t["state"] = "stopped"
             self.emit(
                 {"type": "trial", "sweep_id": sweep_id, "index": t["index"], "from": "pending"}
                 | {"state": "stopped", "reason": "stopped by hand", "t": NOW}

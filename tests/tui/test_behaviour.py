@@ -233,6 +233,9 @@ async def test_stop_early_asks_then_shows_the_trial_stopping() -> None:
         )
         await settle(pilot, lambda: screen.table.current.shown_state == "stopped")
         assert any("terminated in 30s" in n.message for n in app._notifications)
+        # the ended attempt is re-read (its last metrics); the row still says stopped
+        await settle(pilot, lambda: screen._ended_timer is None, what="the re-read")
+        assert screen.table.current.shown_state == "stopped"
 
         await pilot.press(*["down"] * 15, "x", "y")  # trial 40 is pending: it stops at once
         await settle(pilot, lambda: screen.trials.rows[40].state == "stopped")
