@@ -6,8 +6,9 @@ slot under ``max_concurrent`` and fewer than ``samples`` trials, the sweep's sea
 is told about the trials that ended since it last looked and asked for the next ones;
 they are inserted as pending, and the normal submission path runs them.
 
-A searcher is rebuilt from the database on first use (after a restart, or after
-``submit --extend`` changed the spec): ended trials are told in index order, the others
+A searcher is rebuilt from the database on first use (after a restart), and whenever
+the sweep row changed (``submit --extend``, or a ``relaunch``, whose trials will end with
+new results that replace the old ones): ended trials are told in index order, the others
 are reported as running. The database is the only record of the search.
 """
 
