@@ -4,7 +4,9 @@ Optuna is only the proposal engine here: its study lives in memory, is rebuilt a
 daemon start from the sweep's trials (ended ones with their values, in-flight ones as
 running), and is never stored -- our database stays the only record (DESIGN.md:
 never a second database). Each proposal uses a sampler seeded from ``(seed, index)``,
-so a restarted daemon with the same results proposes the same trial.
+so a restarted daemon with the same results proposes the same trial -- whatever order
+they ended in, since Optuna's trial numbers follow our trial indices (asked in index
+order live; rebuilt in index order at start), not the order results arrive in.
 
 ``method = "tpe"`` is ``TPESampler``; ``method = "optuna"`` takes the sampler's class
 name from ``[search.options] sampler = "..."`` (``GPSampler``, ``QMCSampler``,
