@@ -21,7 +21,6 @@ __all__ = [
     "LogRead",
     "PlotLoaded",
     "RequestFailed",
-    "RowsRefreshed",
     "Subscribed",
     "SweepsLoaded",
     "TopicGone",
@@ -81,14 +80,6 @@ class TrialsLoaded(Message):
     trials: list[dict[str, Any]]
     summary: dict[str, Any] | None
     fetched_at: float
-
-
-@dataclass
-class RowsRefreshed(Message):
-    """``show`` replies of a few trials whose attempt just ended (see TrialsScreen)."""
-
-    sweep: str
-    views: list[dict[str, Any]]
 
 
 @dataclass

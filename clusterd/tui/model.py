@@ -122,14 +122,6 @@ class TrialRow:
             self._params_str = params_text(self.params)
         return self._params_str
 
-    def refresh(self, view: dict[str, Any]) -> None:
-        """Take the fields a ``trials``/``show`` view carries (newer than our events)."""
-        for key in ("state", "reason", "last_step", "last_value", "best_value", "best_step"):
-            setattr(self, key, view.get(key))
-        self.attempts = int(view.get("attempts") or 0)
-        self.stopping = _stopping(view)
-        self.version += 1
-
     def runtime(self, now: float) -> float | None:
         if self.runtime_done is None and self.running_since is None:
             return None

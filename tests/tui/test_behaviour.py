@@ -227,15 +227,16 @@ async def test_stop_early_asks_then_shows_the_trial_stopping() -> None:
         await settle(pilot)
         assert calls(backend, "stop") == 1 and app.screen is screen
 
-        # the daemon ends the trial: the row says stopped, not stopping
+        # the daemon ends the trial, its last metrics first: the row says stopped, not
+        # stopping, and shows the last step without asking the daemon again
+        shows = calls(backend, "show")
         backend.emit(
-            {"type": "trial", "sweep_id": 1, "index": 25, "from": "running", "state": "stopped"}
+            {"type": "progress", "sweep_id": 1, "index": 25, "last_step": 99, "last_value": 0.5},
+            {"type": "trial", "sweep_id": 1, "index": 25, "from": "running", "state": "stopped"},
         )
         await settle(pilot, lambda: screen.table.current.shown_state == "stopped")
         assert any("terminated in 30s" in n.message for n in app._notifications)
-        # the ended attempt is re-read (its last metrics); the row still says stopped
-        await settle(pilot, lambda: screen._ended_timer is None, what="the re-read")
-        assert screen.table.current.shown_state == "stopped"
+        assert screen.table.current.last_step == 99 and calls(backend, "show") == shows
 
         await pilot.press(*["down"] * 15, "x", "y")  # trial 40 is pending: it stops at once
         await settle(pilot, lambda: screen.trials.rows[40].state == "stopped")

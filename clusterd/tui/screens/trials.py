@@ -21,7 +21,6 @@ from textual.widgets import Footer, Input
 from clusterd.errors import ClusterdError, NotFound
 from clusterd.tui.messages import (
     RequestFailed,
-    RowsRefreshed,
     TopicGone,
     TrialExtrasLoaded,
     TrialsLoaded,
@@ -41,9 +40,6 @@ __all__ = ["TrialsScreen"]
 GPU_REFRESH = 30.0
 #: a trial index we do not know (``submit --extend``) re-reads the list after this delay
 RELOAD_DEBOUNCE = 1.0
-#: trials whose attempt ended are re-read one by one up to this many at a time, else
-#: the whole list is, at most every FULL_RELOAD_MIN seconds
-ENDED_BATCH, FULL_RELOAD_MIN = 20, 10.0
 
 
 class TrialsScreen(ActionsMixin):
@@ -86,9 +82,6 @@ class TrialsScreen(ActionsMixin):
         self._reload: Timer | None = None
         self._gpu_at = 0.0
         self.first_paint_at: float | None = None
-        self._ended: set[int] = set()
-        self._ended_timer: Timer | None = None
-        self._loaded_at = 0.0
         self._counts: dict[str, int] = {}
         self._best: tuple[float | None, int | None] = (None, None)
 
@@ -116,7 +109,6 @@ class TrialsScreen(ActionsMixin):
 
     def load(self) -> None:
         self._reload = None
-        self._loaded_at = time.monotonic()
         self._fetch()
 
     @work(thread=True, exclusive=True, group="load")
@@ -187,8 +179,9 @@ class TrialsScreen(ActionsMixin):
         changed, resort, unknown = self.trials.apply(events)
         if unknown and self._reload is None:
             self._reload = self.set_timer(RELOAD_DEBOUNCE, self.load)
+        # an attempt's last metrics come as a ``progress`` event ahead of its ``trial``
+        # event (the daemon ingests them in the same transaction): no re-read at its end
         transitions = [e for e in events if e.get("type") == "trial"]
-        self._note_ended(transitions)
         if transitions:
             self._recount()
         else:
@@ -201,45 +194,6 @@ class TrialsScreen(ActionsMixin):
         if time.monotonic() - self._gpu_at > GPU_REFRESH:
             self._gpu_at = time.monotonic()
             self._fetch_extras(runtimes=False)
-
-    def _note_ended(self, transitions: list[dict[str, Any]]) -> None:
-        """Re-read trials whose attempt just ended: the last metrics an attempt wrote are
-        ingested as it ends, and the daemon sends no ``progress`` event for them."""
-        self._ended.update(e["index"] for e in transitions if e.get("from") == "running")
-        if self._ended and self._ended_timer is None:
-            self._ended_timer = self.set_timer(0.3, self._refresh_ended)
-
-    def _refresh_ended(self) -> None:
-        self._ended_timer = None
-        indices, self._ended = sorted(self._ended), set()
-        if len(indices) <= ENDED_BATCH:
-            self._fetch_rows(indices)
-        elif self._reload is None:
-            wait = max(0.0, self._loaded_at + FULL_RELOAD_MIN - time.monotonic())
-            self._reload = self.set_timer(wait or 0.01, self.load)
-
-    @work(thread=True, group="rows")
-    def _fetch_rows(self, indices: list[int]) -> None:
-        """Re-read a few trials (``show``) whose attempt just ended."""
-        try:
-            views = [self.capp.backend.call("show", trial=f"{self.sweep}/{i}") for i in indices]
-        except ClusterdError:
-            return  # the next load brings them
-        self.post_message(RowsRefreshed(self.sweep, views))
-
-    def on_rows_refreshed(self, message: RowsRefreshed) -> None:
-        changed = set()
-        for view in message.views:
-            row = self.trials.rows.get(view["index"])
-            if row is not None:
-                row.refresh(view)
-                changed.add(row.index)
-        self._recount()
-        if self.trials.state_filter or self.trials.sort_key not in ("index", "attempts"):
-            self._refresh_view()
-        else:
-            self.table.rows_changed(changed)
-            self._show_summary()
 
     # -- rendering -------------------------------------------------------------
 
