@@ -68,6 +68,7 @@ def test_asha_stops_hopeless_trials_and_best_is_the_best_completed(
 
     for t in stopped:
         show = daemon.ctl_json("show", t["name"])
+        assert {k: show[k] for k in t} == t  # `trials` and `show` agree on every field
         decision = show["stop_decision"]
         assert decision["rule"] == "asha" and decision["step"] in (3, 9)
         assert show["last_step"] < 24  # it stopped training, metrics up to then kept

@@ -14,7 +14,12 @@ from clusterd.daemon.handlers.context import (
     arg_str,
     split_trial,
 )
-from clusterd.daemon.handlers.views import attempt_view, trial_view
+from clusterd.daemon.handlers.views import (
+    TRIAL_VIEW_COLUMNS,
+    attempt_view,
+    trial_view,
+    trial_views,
+)
 from clusterd.daemon.store import TRIAL_STATES
 from clusterd.errors import InvalidRequest, NotFound
 
@@ -29,9 +34,9 @@ def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
         raise InvalidRequest(f"unknown state {state!r}; states: {', '.join(TRIAL_STATES)}")
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
-        trials = ctx.store.trials(conn, sweep.id, state)
+        rows = ctx.store.trial_columns(conn, sweep.id, TRIAL_VIEW_COLUMNS, state)
         pending_reasons = _queue_reasons(ctx, conn, sweep.id)
-    views = [trial_view(sweep, t) for t in trials]
+    views = trial_views(sweep.name, rows)
     for view in views:
         if view["state"] == "queued" and view["index"] in pending_reasons:
             view["waiting_for"] = pending_reasons[view["index"]]
