@@ -156,3 +156,36 @@ def test_subscription_streams_changes(live: Daemon, tmp_path: Path) -> None:
     for index in (0, 1):
         states = [s for i, s in seen if i == index]
         assert states == ["queued", "running", "completed"] or states == ["queued", "completed"]
+
+
+def test_an_attempt_s_last_metrics_arrive_before_its_end(live: Daemon, tmp_path: Path) -> None:
+    """A subscriber folding events in (the TUI) has a trial's final step when it sees the
+    trial end, without asking again: the last lines' progress event comes first."""
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from clusterd import trial\n"
+        "for step in range(50):\n"
+        "    trial.report(step, loss=1.0 / (1 + step))\n"
+    )
+    (tmp_path / "sweep.toml").write_text(
+        f'name = "fin"\ncommand = ["{sys.executable}", "{script}"]\n'
+        '[metric]\nname = "loss"\nmode = "min"\n[params]\nx = [1, 2, 3]\n'
+    )
+    client = Client(live.home / "clusterd.sock", timeout=30).connect()
+    events = client.subscribe()
+    live.ctl("submit", str(tmp_path / "sweep.toml"))
+    last_step: dict[int, int | None] = {}
+    at_end: dict[int, int | None] = {}
+    for event in events:
+        index = event.get("index")
+        if event["type"] == "progress" and "last_step" in event:
+            assert index not in at_end, f"progress for trial {index} after it ended: {event}"
+            last_step[index] = event["last_step"]
+        if event["type"] == "trial" and event["state"] == "completed":
+            at_end[index] = last_step.get(index)
+        if event == {"type": "sweep", "name": "fin", "state": "done"}:
+            break
+    client.close()
+    assert at_end == {0: 49, 1: 49, 2: 49}
