@@ -592,21 +592,32 @@ class Store:
         """Hosts with at least ``threshold`` failed or lost attempts of this sweep."""
         if threshold <= 0:
             return {}
+        return self.host_failures(conn, sweep_id, threshold).get(sweep_id, {})
+
+    def host_failures(
+        self, conn: Connection, sweep_id: int | None = None, at_least: int = 1
+    ) -> dict[int, dict[str, int]]:
+        """Failed or lost attempts per sweep and host (one sweep's, or every sweep's in one
+        query: ``sweeps`` used to ask once per sweep, each a scan of every failed attempt)."""
         q = (
-            select(A.c.host, func.count())
+            select(T.c.sweep_id, A.c.host, func.count())
             .join(T, A.c.trial_id == T.c.id)
             .where(
-                # "+ 0": SQLite would otherwise walk every trial of the sweep and its attempts;
-                # this way it reads the few failed attempts off ix_attempts_outcome (5 ms ->
-                # 0.1 ms at 10,000 trials). PostgreSQL plans it by its statistics either way.
-                T.c.sweep_id + 0 == sweep_id,
                 A.c.outcome.in_(("failed", "lost", "timeout")),
                 A.c.host.is_not(None),
             )
-            .group_by(A.c.host)
-            .having(func.count() >= threshold)
+            .group_by(T.c.sweep_id, A.c.host)
+            .having(func.count() >= at_least)
         )
-        return {host: int(n) for host, n in conn.execute(q)}
+        if sweep_id is not None:
+            # "+ 0": SQLite would otherwise walk every trial of the sweep and its attempts;
+            # this way it reads the few failed attempts off ix_attempts_outcome (5 ms ->
+            # 0.1 ms at 10,000 trials). PostgreSQL plans it by its statistics either way.
+            q = q.where(T.c.sweep_id + 0 == sweep_id)
+        out: dict[int, dict[str, int]] = {}
+        for sid, host, n in conn.execute(q):
+            out.setdefault(sid, {})[host] = int(n)
+        return out
 
     def update_repro(self, name: str, extra: dict[str, Any]) -> None:
         """Merge late reproducibility facts (pip freeze) into a sweep, if it still exists."""

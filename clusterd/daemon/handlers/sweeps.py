@@ -152,11 +152,13 @@ def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
     with ctx.store.read() as conn:
         counts = ctx.store.sweep_counts(conn)
         bests = ctx.store.best_values(conn)
+        failures = ctx.store.host_failures(conn)
         views = []
         for s in ctx.store.list_sweeps(conn):
             view = sweep_view(s, counts.get(s.id, {}), bests.get(s.id))
             threshold = (s.spec.get("retry") or {}).get("exclude_host_after", 3)
-            view["excluded_hosts"] = ctx.store.failing_hosts(conn, s.id, threshold)
+            hosts = failures.get(s.id, {}) if threshold > 0 else {}
+            view["excluded_hosts"] = {h: n for h, n in hosts.items() if n >= threshold}
             views.append(view)
         return views
 
