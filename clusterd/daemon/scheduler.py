@@ -207,7 +207,8 @@ class Scheduler:
         poll_now, self._poll_now = self._poll_now, False
         with self.store.read() as conn:
             live = self.store.live_attempts(conn)
-            sweeps = {s.id: s for s in self.store.list_sweeps(conn)}
+            live_ids = {a.sweep_id for a in live}
+            sweeps = {s.id: s for s in self.store.scheduling_sweeps(conn, live_ids)}
         self._has_live = bool(live)
         by_driver: dict[str, list[Any]] = {}
         for attempt in live:
@@ -444,11 +445,12 @@ class Scheduler:
         self, sweep: Any, spec: SweepSpec, driver: Driver, trials: Sequence[Any]
     ) -> None:
         requests, rows = [], []
+        repro = self._repro(sweep)
         for trial in trials:
             number = trial.attempts + 1
             token = f"cd-{sweep.name[:40]}-{trial.index}-{number}-{secrets.token_hex(3)}"
             adir = layout.attempt_dir(sweep.output_dir, trial.index, number)
-            self._write_launch(sweep, spec, driver, trial, number, adir)
+            self._write_launch(sweep, spec, driver, repro, trial, number, adir)
             rows.append(
                 {
                     "trial_id": trial.id,
@@ -524,7 +526,7 @@ class Scheduler:
                 adir = self._attempt_dir(sweep, a)
                 with self.store.read() as conn:
                     trial = self.store.trial_by_id(conn, a.trial_id)
-                self._write_launch(sweep, spec, driver, trial, a.number, adir)
+                self._write_launch(sweep, spec, driver, self._repro(sweep), trial, a.number, adir)
                 requests.append(self._request(sweep, spec, a.index, a.number, a.token, adir))
             await self._send(name, driver, requests)
 
@@ -543,11 +545,23 @@ class Scheduler:
             exclude_hosts=tuple(sorted(self._bad_hosts.get(sweep.id, {}))),
         )
 
+    def _repro(self, sweep: Any) -> dict[str, Any]:
+        """The sweep's reproducibility record (read per launch batch: ``pip freeze`` is
+        merged into it after the submit reply, and pass-wide sweep rows leave it out)."""
+        with self.store.read() as conn:
+            return self.store.sweep_repro(conn, sweep.id)
+
     def _write_launch(
-        self, sweep: Any, spec: SweepSpec, driver: Driver, trial: Any, number: int, adir: str
+        self,
+        sweep: Any,
+        spec: SweepSpec,
+        driver: Driver,
+        repro: dict[str, Any],
+        trial: Any,
+        number: int,
+        adir: str,
     ) -> None:
         os.makedirs(adir, exist_ok=True)
-        repro = sweep.repro or {}
         launch = {
             "version": 1,
             "sweep": sweep.name,

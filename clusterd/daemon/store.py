@@ -27,6 +27,7 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     update,
 )
@@ -53,6 +54,10 @@ LIVE_STATES = frozenset({"queued", "running"})
 S = cast(Table, Sweep.__table__)
 T = cast(Table, Trial.__table__)
 A = cast(Table, Attempt.__table__)
+
+#: a sweep row without ``repro`` (git diff, pip freeze: kilobytes of JSON per sweep), for
+#: the lists read on every request and every scheduling pass; launches read it alone
+SWEEP_LIST_COLUMNS = tuple(c for c in S.c if c.name != "repro")
 M = cast(Table, Metric.__table__)
 C = cast(Table, Checkpoint.__table__)
 G = cast(Table, GpuSample.__table__)
@@ -273,7 +278,20 @@ class Store:
         return counts
 
     def list_sweeps(self, conn: Connection) -> list[Any]:
-        return list(conn.execute(select(S).order_by(S.c.created_at)))
+        """Every sweep, without ``repro`` (see ``SWEEP_LIST_COLUMNS``)."""
+        return list(conn.execute(select(*SWEEP_LIST_COLUMNS).order_by(S.c.created_at)))
+
+    def scheduling_sweeps(self, conn: Connection, live_ids: set[int]) -> list[Any]:
+        """What a scheduling pass needs: the active sweeps and those with live attempts
+        (a cancelled sweep's attempts are still ending); finished ones are never read."""
+        where = S.c.state == "active"
+        if live_ids:
+            where = or_(where, S.c.id.in_(live_ids))
+        return list(conn.execute(select(*SWEEP_LIST_COLUMNS).where(where).order_by(S.c.id)))
+
+    def sweep_repro(self, conn: Connection, sweep_id: int) -> dict[str, Any]:
+        repro = conn.execute(select(S.c.repro).where(S.c.id == sweep_id)).scalar()
+        return repro or {}
 
     def best_values(self, conn: Connection) -> dict[int, float]:
         """The best metric value per sweep over all trials (by each sweep's mode)."""
