@@ -37,10 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 # A job that blocks until someone writes to (and closes) the FIFO given as argv[1],
 # after writing its CUDA_VISIBLE_DEVICES to argv[2] if given.
-BLOCK = (
+BLOCK = (  # the .gpus file appears whole (renamed into place): a reader never sees it empty
     "import os, sys\n"
     "if len(sys.argv) > 2:\n"
-    "    open(sys.argv[2], 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))\n"
+    "    open(sys.argv[2] + '.tmp', 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))\n"
+    "    os.replace(sys.argv[2] + '.tmp', sys.argv[2])\n"
     "open(sys.argv[1]).read()\n"
 )
 
