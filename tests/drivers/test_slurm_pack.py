@@ -80,7 +80,8 @@ TRIAL = (
     "    time.sleep(0.02)\n"
     "keys = ('CUDA_VISIBLE_DEVICES', 'CLUSTERD_JOB_TOKEN')\n"
     "env = {k: os.environ.get(k) for k in keys}\n"
-    "json.dump({'env': env, 'signals': got}, open('out.json', 'w'))\n"
+    "json.dump({'env': env, 'signals': got}, open('out.tmp', 'w'))\n"
+    "os.replace('out.tmp', 'out.json')\n"  # whole when it appears: tests await it
     "sys.exit({'USR1': 3, 'TERM': 143}.get(got[0], 9) if got else int(sys.argv[1]))\n"
 )
 
