@@ -25,12 +25,31 @@ from clusterd.errors import ClusterdError, InvalidRequest
 __all__ = [
     "MAX_LINE",
     "OPS",
+    "TRIAL_COLUMNS",
     "Request",
     "decode_request",
     "encode",
     "error_reply",
     "ok_reply",
 ]
+
+#: A trial in ``trials``/``show`` replies: these columns of its row, after ``sweep`` and
+#: ``name`` (the daemon builds the views from them; the TUI's fake daemon serves the same)
+TRIAL_COLUMNS = (
+    "index",
+    "state",
+    "attempts",
+    "failures",
+    "resumes",
+    "last_step",
+    "last_value",
+    "best_value",
+    "best_step",
+    "reason",
+    "stop_decision",
+    "params",
+    "updated_at",
+)
 
 #: Longest accepted line in either direction (bytes, newline included).
 MAX_LINE = 1 << 20

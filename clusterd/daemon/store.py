@@ -45,7 +45,7 @@ from clusterd.daemon.models import (
 )
 from clusterd.errors import Conflict, NotFound
 
-__all__ = ["FINAL_STATES", "LIVE_STATES", "TRIAL_STATES", "Store"]
+__all__ = ["FINAL_STATES", "LIVE_STATES", "TRIAL_STATES", "Store", "hosts_over"]
 
 TRIAL_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "stopped"})
@@ -54,15 +54,15 @@ LIVE_STATES = frozenset({"queued", "running"})
 S = cast(Table, Sweep.__table__)
 T = cast(Table, Trial.__table__)
 A = cast(Table, Attempt.__table__)
-
-#: a sweep row without ``repro`` (git diff, pip freeze: kilobytes of JSON per sweep), for
-#: the lists read on every request and every scheduling pass; launches read it alone
-SWEEP_LIST_COLUMNS = tuple(c for c in S.c if c.name != "repro")
 M = cast(Table, Metric.__table__)
 C = cast(Table, Checkpoint.__table__)
 G = cast(Table, GpuSample.__table__)
 X = cast(Table, Transition.__table__)
 E = cast(Table, TrialError.__table__)
+
+#: a sweep row without ``repro`` (git diff, pip freeze: kilobytes of JSON per sweep), for
+#: the lists read on every request and every scheduling pass; launches read it alone
+SWEEP_LIST_COLUMNS = tuple(c for c in S.c if c.name != "repro")
 
 Change = dict[str, Any]
 
@@ -610,10 +610,10 @@ class Store:
         """Hosts with at least ``threshold`` failed or lost attempts of this sweep."""
         if threshold <= 0:
             return {}
-        return self.host_failures(conn, sweep_id, threshold).get(sweep_id, {})
+        return hosts_over(self.host_failures(conn, sweep_id).get(sweep_id, {}), threshold)
 
     def host_failures(
-        self, conn: Connection, sweep_id: int | None = None, at_least: int = 1
+        self, conn: Connection, sweep_id: int | None = None
     ) -> dict[int, dict[str, int]]:
         """Failed or lost attempts per sweep and host (one sweep's, or every sweep's in one
         query: ``sweeps`` used to ask once per sweep, each a scan of every failed attempt)."""
@@ -625,7 +625,6 @@ class Store:
                 A.c.host.is_not(None),
             )
             .group_by(T.c.sweep_id, A.c.host)
-            .having(func.count() >= at_least)
         )
         if sweep_id is not None:
             # "+ 0": SQLite would otherwise walk every trial of the sweep and its attempts;
@@ -644,3 +643,11 @@ class Store:
             if sweep is not None:
                 merged = {**(sweep.repro or {}), **extra}
                 conn.execute(update(S).where(S.c.id == sweep.id).values(repro=merged))
+
+
+def hosts_over(failures: dict[str, int], threshold: int) -> dict[str, int]:
+    """The hosts of ``failures`` (host -> failed attempts) to exclude at ``threshold``
+    (``exclude_host_after``; 0 turns exclusion off)."""
+    if threshold <= 0:
+        return {}
+    return {host: n for host, n in failures.items() if n >= threshold}

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from clusterd.errors import InvalidRequest, NotFound
+from clusterd.protocol import TRIAL_COLUMNS
 from clusterd.tui.client import LogChunk
 
 __all__ = ["NOW", "FakeBackend"]
@@ -147,23 +148,7 @@ def _reason(state: str, i: int) -> str | None:
     }.get(state)
 
 
-_TRIAL_KEYS = [
-    "sweep",
-    "name",
-    "index",
-    "state",
-    "attempts",
-    "failures",
-    "resumes",
-    "last_step",
-    "last_value",
-    "best_value",
-    "best_step",
-    "reason",
-    "stop_decision",
-    "params",
-    "updated_at",
-]
+_TRIAL_KEYS = ("sweep", "name", *TRIAL_COLUMNS)
 
 
 class _FakeStream:

@@ -19,6 +19,7 @@ from clusterd.daemon.handlers.context import (
     split_trial,
 )
 from clusterd.daemon.handlers.views import sweep_view
+from clusterd.daemon.store import hosts_over
 from clusterd.errors import InvalidRequest, SpecError
 from clusterd.spec import expand, params_key, parse_sweep
 from clusterd.spec.model import SweepSpec
@@ -157,8 +158,7 @@ def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
         for s in ctx.store.list_sweeps(conn):
             view = sweep_view(s, counts.get(s.id, {}), bests.get(s.id))
             threshold = (s.spec.get("retry") or {}).get("exclude_host_after", 3)
-            hosts = failures.get(s.id, {}) if threshold > 0 else {}
-            view["excluded_hosts"] = {h: n for h, n in hosts.items() if n >= threshold}
+            view["excluded_hosts"] = hosts_over(failures.get(s.id, {}), threshold)
             views.append(view)
         return views
 

@@ -14,14 +14,10 @@ from clusterd.daemon.handlers.context import (
     arg_str,
     split_trial,
 )
-from clusterd.daemon.handlers.views import (
-    TRIAL_VIEW_COLUMNS,
-    attempt_view,
-    trial_view,
-    trial_views,
-)
+from clusterd.daemon.handlers.views import attempt_view, trial_view, trial_views
 from clusterd.daemon.store import TRIAL_STATES
 from clusterd.errors import InvalidRequest, NotFound
+from clusterd.protocol import TRIAL_COLUMNS
 
 __all__ = ["list_trials", "logs", "show"]
 
@@ -34,7 +30,7 @@ def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
         raise InvalidRequest(f"unknown state {state!r}; states: {', '.join(TRIAL_STATES)}")
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
-        rows = ctx.store.trial_columns(conn, sweep.id, TRIAL_VIEW_COLUMNS, state)
+        rows = ctx.store.trial_columns(conn, sweep.id, TRIAL_COLUMNS, state)
         pending_reasons = _queue_reasons(ctx, conn, sweep.id)
     views = trial_views(sweep.name, rows)
     for view in views:

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clusterd import layout
+from clusterd.protocol import TRIAL_COLUMNS
 
-__all__ = ["TRIAL_VIEW_COLUMNS", "attempt_view", "sweep_view", "trial_view", "trial_views"]
+__all__ = ["attempt_view", "sweep_view", "trial_view", "trial_views"]
 
 
 def sweep_view(sweep: Any, counts: dict[str, int], best: float | None) -> dict[str, Any]:
@@ -37,38 +38,20 @@ def sweep_view(sweep: Any, counts: dict[str, int], best: float | None) -> dict[s
     }
 
 
-#: the trials columns a trial view carries, in the view's key order (after sweep/name)
-TRIAL_VIEW_COLUMNS = (
-    "index",
-    "state",
-    "attempts",
-    "failures",
-    "resumes",
-    "last_step",
-    "last_value",
-    "best_value",
-    "best_step",
-    "reason",
-    "stop_decision",
-    "params",
-    "updated_at",
-)
-
-
 def trial_views(sweep_name: str, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-    """Views of trials from rows of ``TRIAL_VIEW_COLUMNS`` (plain tuples: a 10,000-trial
+    """Views of trials from rows of ``protocol.TRIAL_COLUMNS`` (plain tuples: a 10,000-trial
     ``trials`` reply is built in ~50 ms this way, ~110 ms through whole ORM rows)."""
     views = []
     for row in rows:
         view = {"sweep": sweep_name, "index": row[0], "name": f"{sweep_name}/{row[0]}"}
-        view.update(zip(TRIAL_VIEW_COLUMNS[1:], row[1:], strict=True))
+        view.update(zip(TRIAL_COLUMNS[1:], row[1:], strict=True))
         views.append(view)
     return views
 
 
 def trial_view(sweep: Any, trial: Any) -> dict[str, Any]:
     """The view of one whole trials row."""
-    return trial_views(sweep.name, [tuple(getattr(trial, c) for c in TRIAL_VIEW_COLUMNS)])[0]
+    return trial_views(sweep.name, [tuple(getattr(trial, c) for c in TRIAL_COLUMNS)])[0]
 
 
 def attempt_view(sweep: Any, index: int, attempt: Any) -> dict[str, Any]:
