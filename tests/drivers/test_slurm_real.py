@@ -108,6 +108,11 @@ def all_gone(statuses: dict[str, JobStatus]) -> bool:
     return all(status.phase == "gone" for status in statuses.values())
 
 
+def tasks_ended(statuses: dict[str, JobStatus]) -> bool:
+    """Every job has ended as Slurm sees it (not only as its packed slots' runners do)."""
+    return all_gone(statuses) and all(s.scheduler_state for s in statuses.values())
+
+
 def writer(path: Path, text: str) -> list[str]:
     """argv of a small Python command writing ``text`` and the job's token to ``path``."""
     code = (
@@ -299,7 +304,7 @@ def test_four_packed_trials_run_as_two_tasks_of_one_array(harness: Harness) -> N
     assert "--array=0-1" in sbatch and "--cpus-per-task=2" in sbatch and "--mem=200M" in sbatch
     array_id = (refs[0].job_id or "").split("_")[0]
     assert [ref.job_id for ref in refs] == [f"{array_id}_{t}/{s}" for t in (0, 1) for s in (0, 1)]
-    statuses = harness.wait_for(refs, all_gone, "2 packed tasks to finish")
+    harness.wait_for(refs, all_gone, "2 packed tasks to finish")
     for job, ref, code in zip(jobs, refs, [0, 5, 0, 3], strict=True):
         status = read_status(job)
         assert status is not None and status["exit_code"] == code, (job.token, status)
@@ -307,8 +312,11 @@ def test_four_packed_trials_run_as_two_tasks_of_one_array(harness: Harness) -> N
         assert (adir / "slurm_job_id").read_text().strip() == ref.job_id
         assert (adir / "stdout").read_text() == "None\n"  # no GPUs: no CUDA_VISIBLE_DEVICES
         assert json.loads((adir / "job.json").read_text())["slot"] == int(ref.job_id[-1])
-    # the job's own state: its first non-zero runner status
-    assert [statuses[ref.token].scheduler_state for ref in refs] == ["FAILED"] * 4
+    # A slot is gone as soon as its runner wrote status.json, while its task may still be
+    # finishing (no scheduler state yet). The task's own final state, once it has one, is
+    # its first non-zero runner status.
+    ended = harness.wait_for(refs, tasks_ended, "both array tasks to end")
+    assert [ended[ref.token].scheduler_state for ref in refs] == ["FAILED"] * 4
 
 
 def test_cancelling_one_packed_trial_spares_the_other(harness: Harness) -> None:
