@@ -294,7 +294,7 @@ class Scheduler:
             status=result,
             cancel_requested=bool(attempt.cancel_requested),
             stop_requested=trial.stop_decision is not None,
-            checkpointed=self._checkpointed(conn, attempt),
+            checkpointed=self.store.has_checkpoint(conn, attempt.trial_id, attempt.number),
             scheduler_reason=status.scheduler_state or status.reason,
         )
         verdict = decide(ending, spec.resume, spec.retry, trial.failures, trial.resumes)
@@ -321,16 +321,6 @@ class Scheduler:
         )
         self._terminated.discard(attempt.id)
         self.stats.ended += 1
-
-    def _checkpointed(self, conn: Any, attempt: Any) -> bool:
-        from sqlalchemy import func, select
-
-        from clusterd.daemon.store import C
-
-        q = select(func.count()).where(
-            C.c.trial_id == attempt.trial_id, C.c.attempt == attempt.number
-        )
-        return bool(conn.execute(q).scalar_one())
 
     # -- ingestion ------------------------------------------------------------
 
@@ -476,13 +466,7 @@ class Scheduler:
             return  # attempts stay 'submitting'; found or resubmitted on a later pass
         now = time.time()
         with self._tx() as conn:
-            from sqlalchemy import select
-
-            from clusterd.daemon.store import A
-
-            ids = dict(
-                conn.execute(select(A.c.token, A.c.id).where(A.c.token.in_(list(accepted)))).all()
-            )
+            ids = self.store.attempt_ids(conn, list(accepted))
             for token, job_id in accepted.items():
                 if token in ids:
                     self.store.update_attempt(
