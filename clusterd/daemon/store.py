@@ -101,7 +101,7 @@ _ATTEMPT_HAS_CHECKPOINT = (
     .where(C.c.trial_id == bindparam("b_trial"), C.c.attempt == bindparam("b_attempt"))
     .limit(1)
 )
-_ACTIVE_SWEEPS = select(S).where(S.c.state == "active").order_by(S.c.id)
+_ACTIVE_SWEEPS = select(*SWEEP_LIST_COLUMNS).where(S.c.state == "active").order_by(S.c.id)
 _HOST_FAILURES = (
     select(T.c.sweep_id, A.c.host, func.count())
     .join(T, A.c.trial_id == T.c.id)
@@ -492,6 +492,7 @@ class Store:
     # -- scheduling -----------------------------------------------------------
 
     def active_sweeps(self, conn: Connection) -> list[Any]:
+        """Active sweeps without ``repro``: every pass reads them to see which are done."""
         return list(conn.execute(_ACTIVE_SWEEPS))
 
     def live_count(self, conn: Connection, sweep_id: int) -> int:
