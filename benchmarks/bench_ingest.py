@@ -11,15 +11,21 @@
     100 times a second (10,000 lines/s in all) for ~20 s. The database is sampled
     read-only every 100 ms: lag = now - newest ingested write time, for the stalest
     trial (an upper bound on any line's write-to-queryable time).
+(3) One big attempt, through the real daemon: one attempt's events file of 1 GB
+    (``--big-mb``; ~10 M lines) written while the daemon is stopped, with the attempt
+    ended (status.json); then ``clusterd start`` and the time until the trial has ended:
+    lines/s, lines kept, and the daemon's peak RSS (VmHWM), which must stay bounded
+    (ingestion reads and commits one chunk at a time; ``--big-only`` runs just this).
 Baselines, same run: Optuna ``trial.report(value, step)`` per call into RDB on SQLite
 and into JournalStorage(JournalFileBackend) (µs/call).
 Targets: >= 100,000 lines/s; lag < 1 s.
 
-    python benchmarks/bench_ingest.py [--quick]
+    python benchmarks/bench_ingest.py [--quick] [--big-mb N] [--big-only]
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -249,6 +255,96 @@ def lag(root: Path, n_trials: int, rate: float, seconds: float, settle: float) -
     }
 
 
+def big_attempt(root: Path, megabytes: int) -> dict[str, float]:
+    """(3): one ended attempt's ``megabytes`` MB events file, ingested by a fresh daemon."""
+    sweep = C.write_sweep(
+        root / "big.toml",
+        "big",
+        1,
+        command=("true",),
+        driver="fake",
+        extra="[drivers.fake]\nsteps_queued = 1\nsteps_running = 100000000",
+    )
+    with C.Daemon(root) as d:
+        d.ctl("submit", str(sweep))
+
+        def running() -> bool:
+            return {x["name"]: x for x in d.call("sweeps")}["big"]["counts"].get("running") == 1
+
+        C.wait_for(running, 60, "the trial to be running")
+        d.stop()  # the fake scheduler forgets the job: after the restart it is gone
+        adir = root / "runs-big" / "0" / "attempt-1"
+        t0 = time.time()
+        lines, size, step = 0, 0, 0
+        with open(adir / "events.jsonl", "wb") as fh:
+            while size < megabytes * 1_000_000:
+                block = b"".join(line(s, t0 + s * 1e-3) for s in range(step, step + 10_000))
+                fh.write(block)
+                size += len(block)
+                step += 10_000
+                lines += 10_000
+        status = {"exit_code": 0, "signal": None, "started_at": t0, "ended_at": t0 + 1}
+        (adir / "status.json").write_text(json.dumps(status))
+        db_path = d.home / "clusterd.db"
+        start = time.perf_counter()
+        d.start()
+        pid = d.pid
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=60)
+        hwm = 0
+        try:
+            while True:
+                hwm = max(hwm, _peak_rss(pid))
+                state = db.execute("SELECT state FROM trials").fetchone()[0]
+                if state not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+            wall = time.perf_counter() - start
+            kept = db.execute("SELECT count(*) FROM metrics").fetchone()[0]
+            errors = [m for (m,) in db.execute("SELECT message FROM trial_errors")]
+        finally:
+            db.close()
+        hwm = max(hwm, _peak_rss(pid))
+    return {
+        "bytes": size,
+        "lines": lines,
+        "kept": kept,
+        "wall": wall,
+        "rate": kept / wall,
+        "peak_rss": hwm,
+        "errors": len(errors),
+        "state": state,
+    }
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for row in fh:
+                if row.startswith("VmHWM:"):
+                    return int(row.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _big_rows(t: C.Table, big: dict[str, float]) -> None:
+    mb = big["bytes"] / 1e6
+    t.add(
+        f"one ended attempt's {mb:,.0f} MB events file: lines kept",
+        f"{big['kept']:,} / {big['lines']:,}",
+        target="all",
+        ok=big["kept"] == big["lines"] and big["errors"] == 0,
+    )
+    t.add("  ingested at (lines/s, daemon start to trial ended)", f"{big['rate']:,.0f}/s")
+    t.add(
+        "  daemon peak RSS (VmHWM)",
+        f"{big['peak_rss'] / 2**20:,.0f} MiB",
+        target="< 300 MiB",
+        ok=big["peak_rss"] < 300 << 20,
+    )
+
+
 def _lines_in(path: Path) -> int:
     with open(path, "rb") as fh:
         return fh.read().count(b"\n")
@@ -301,7 +397,17 @@ def trial_report_cost() -> float:
 def main() -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--profile", action="store_true", help="cProfile the first throughput run")
+    p.add_argument("--big-mb", type=int, help="size of (3)'s events file (1000; 20 with --quick)")
+    p.add_argument("--big-only", action="store_true", help="run (3) alone")
     args = p.parse_args()
+    big_mb = args.big_mb or (20 if args.quick else 1000)
+    if args.big_only:
+        with C.workdir("cdb-ing-") as root:
+            big = big_attempt(root, big_mb)
+        t = C.Table("one big attempt")
+        _big_rows(t, big)
+        t.print()
+        return 0
     if args.quick:
         n_trials, lines_per, runs, lag_trials, lag_s = 100, 200, 1, 10, 3.0
     else:
@@ -319,6 +425,7 @@ def main() -> int:
         rdb, journal = optuna_report(
             root, 200 if args.quick else 1_000, 1_000 if args.quick else 10_000
         )
+        big = big_attempt(root, big_mb)
     report_cost = trial_report_cost()
     lps = C.median(rates)
     per_line = 1.0 / lps + report_cost  # a line's whole cost: trial's report() + daemon's ingest
@@ -364,6 +471,7 @@ def main() -> int:
         target="equal",
     )
     t.add("  daemon CPU while ingesting", f"{lag_res['daemon_cpu'] * 100:.0f}% of a core")
+    _big_rows(t, big)
     t.note(f"throughput: median of {runs} runs; lag: {lag_res['samples']} samples every 100 ms")
     t.note(
         "Optuna's report() writes to its storage synchronously; clusterd's is a buffered append "

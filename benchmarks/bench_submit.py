@@ -10,6 +10,8 @@ Baselines, same trials (same params dicts), same run:
   Optuna ``study.enqueue_trial(params)`` x N into RDBStorage on SQLite, and into
   JournalStorage(JournalFileBackend).
 Targets: (a) <= 0.3 s; >= 100x Optuna RDB; >= 10x Optuna Journal.
+Also: the time to refuse a 10 M-trial grid (over ``[limits] max_trials``), in process and
+through the daemon's ``submit`` op; it must be well under a second (target 0.1 s).
 
     python benchmarks/bench_submit.py [--quick]
 """
@@ -27,6 +29,49 @@ import _common as C
 TARGET_S = 0.3
 TARGET_RDB = 100.0
 TARGET_JOURNAL = 10.0
+TARGET_REFUSE_S = 0.1
+HUGE_AXES = 7  # 10 values each: 10,000,000 trials
+
+
+def write_huge_grid(path: Path) -> Path:
+    """A sweep whose grid is 10 M trials: over the default cap, to be refused."""
+    axes = "\n".join(f"a{i} = [{', '.join(map(str, range(10)))}]" for i in range(HUGE_AXES))
+    path.write_text(f'name = "huge"\ncommand = "true"\n[params]\n{axes}\n')
+    return path
+
+
+def refuse_in_process(sweep: Path, runs: int) -> list[float]:
+    """parse + expand of the 10 M grid, until its SpecError."""
+    from clusterd.errors import SpecError
+    from clusterd.spec import expand, parse_sweep
+
+    text, times = sweep.read_text(), []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        try:
+            expand(parse_sweep(text, source=str(sweep), base_dir=sweep.parent))
+        except SpecError:
+            times.append(time.perf_counter() - t0)
+        else:
+            raise AssertionError("a 10 M-trial grid was expanded")
+    return times
+
+
+def refuse_over_socket(d: C.Daemon, sweep: Path, runs: int) -> list[float]:
+    """The daemon's ``submit`` op on the 10 M grid, until its invalid_spec reply."""
+    from clusterd.errors import ClusterdError
+
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        try:
+            d.call("submit", path=str(sweep), display=sweep.name)
+        except ClusterdError as exc:
+            assert "max_trials" in exc.message, exc.message
+            times.append(time.perf_counter() - t0)
+        else:
+            raise AssertionError("the daemon accepted a 10 M-trial grid")
+    return times
 
 
 def clusterd_in_process(root: Path, sweep: Path, runs: int) -> tuple[list[float], dict[str, float]]:
@@ -62,11 +107,15 @@ def clusterd_in_process(root: Path, sweep: Path, runs: int) -> tuple[list[float]
     return times, out
 
 
-def clusterd_end_to_end(root: Path, n: int, runs: int) -> tuple[list[float], list[float]]:
-    """Wall time of ``clusterctl submit``; and of the bare ``submit`` op over the socket."""
+def clusterd_end_to_end(
+    root: Path, n: int, runs: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall time of ``clusterctl submit``; of the bare ``submit`` op over the socket; and
+    of the op refusing a 10 M-trial grid."""
     ctl_times: list[float] = []
     op_times: list[float] = []
     with C.Daemon(root) as d:
+        refuse_times = refuse_over_socket(d, write_huge_grid(root / "huge.toml"), runs)
         for i in range(runs):
             f = C.write_sweep(root / f"e2e-{i}.toml", f"e2e-{i}", n)
             t0 = time.perf_counter()
@@ -77,7 +126,7 @@ def clusterd_end_to_end(root: Path, n: int, runs: int) -> tuple[list[float], lis
             t0 = time.perf_counter()
             d.call("submit", path=str(f), display=f.name)  # no "python": no pip freeze
             op_times.append(time.perf_counter() - t0)
-    return ctl_times, op_times
+    return ctl_times, op_times, refuse_times
 
 
 def pip_freeze_time() -> float:
@@ -144,7 +193,8 @@ def main() -> int:
         ours = C.median(times)
         print(f"clusterd in-process runs: {', '.join(C.fmt_s(t) for t in times)}", flush=True)
 
-        ctl_times, op_times = clusterd_end_to_end(root, n, runs)
+        refuse = refuse_in_process(write_huge_grid(root / "huge-in.toml"), runs)
+        ctl_times, op_times, refuse_op = clusterd_end_to_end(root, n, runs)
         print(f"clusterctl submit runs:   {', '.join(C.fmt_s(t) for t in ctl_times)}", flush=True)
         print(f"socket submit op runs:    {', '.join(C.fmt_s(t) for t in op_times)}", flush=True)
         freeze = pip_freeze_time()
@@ -197,6 +247,13 @@ def main() -> int:
     for k in ("parse", "expand", "keys", "persist"):
         t.add(f"  phase: {k}", C.fmt_s(phases[k]))
     t.add("  first (cold) in-process run", C.fmt_s(phases["cold"]))
+    for label, values in (("in process", refuse), ("socket 'submit' op", refuse_op)):
+        t.add(
+            f"refuse a 10 M-trial grid, {label}",
+            C.fmt_s(C.median(values)),
+            target=f"<= {TARGET_REFUSE_S} s",
+            ok=C.median(values) <= TARGET_REFUSE_S,
+        )
     t.note(
         f"clusterd: median of {runs} runs (after a warm-up); Optuna RDB: {rdb_runs} run "
         f"(~30 s at 10,000 trials); Optuna Journal: median of {journal_runs} runs"

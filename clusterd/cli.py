@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print the trials, persist nothing")
     s.add_argument("--extend", action="store_true", help="add only new trials to the sweep")
     s.add_argument("--follow", action="store_true", help="show progress until the sweep ends")
+    s.add_argument(
+        "--reuse-output",
+        action="store_true",
+        help="move another sweep's files in output_dir aside (into previous-<date>/) first",
+    )
     verb("count", cmd_count, "print how many trials a sweep file expands to").add_argument("file")
     verb("drivers", cmd_drivers, "list installed drivers", json_flag=True)
     verb("sweeps", cmd_sweeps, "list sweeps", json_flag=True)
@@ -143,8 +148,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     if args.dry_run:
         return _dry_run(args.file, path)
+    extra = {"reuse_output": True} if args.reuse_output else {}
     result = _call(
-        "submit", path=path, display=args.file, extend=args.extend, python=sys.executable
+        "submit", path=path, display=args.file, extend=args.extend, python=sys.executable, **extra
     )
     if args.extend:
         print(
@@ -156,6 +162,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             f"sweep {result['name']}: {result['trials']} trial(s) submitted; "
             f"output in {result['output_dir']}"
         )
+        if result.get("previous_output"):
+            print(f"the files found there were moved to {result['previous_output']}")
     if args.follow:
         return _follow(result["name"])
     return 0
@@ -249,6 +257,9 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
     for s in sweeps:
         for host, n in s.get("excluded_hosts", {}).items():
             print(f"note: {s['name']} avoids host {host} ({n} failed attempts there)")
+        stuck = s.get("stuck")
+        if stuck:
+            print(f"note: {s['name']} cannot launch trials: {stuck['reason']} (retrying)")
     return 0
 
 
@@ -281,9 +292,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"trial {t['name']}  {t['state']}" + (f"  ({t['reason']})" if t["reason"] else ""))
     print(f"dir     {t['trial_dir']}")
     print(f"params  {_params_text(t['params'])}")
-    if t["code"].get("git"):
-        dirty = " (dirty)" if t["code"].get("git_dirty") else ""
-        print(f"code    git {t['code']['git'][:12]}{dirty}")
+    ran = [a["code"] for a in t["attempt_list"] if (a.get("code") or {}).get("git")]
+    code = ran[-1] if ran else t["code"]
+    if code.get("git"):
+        dirty = (
+            f" (dirty: {code.get('git_diff') or 'diff not kept'})" if code.get("git_dirty") else ""
+        )
+        print(f"code    git {code['git'][:12]}{dirty}")
     if t["stop_decision"]:
         print(f"stopped {_stop_line(t['stop_decision'])}")
     if t["metrics"]:
@@ -299,11 +314,13 @@ def cmd_show(args: argparse.Namespace) -> int:
                 a["job_id"],
                 a["host"],
                 _duration(a["runtime"]),
+                _code_text(a.get("code") or {}),
                 a["reason"],
             )
             for a in t["attempt_list"]
         ]
-        print(render(["#", "outcome", "exit", "job", "host", "ran", "reason"], rows, right=[0]))
+        header = ["#", "outcome", "exit", "job", "host", "ran", "code", "reason"]
+        print(render(header, rows, right=[0]))
     if t["checkpoints"]:
         print("\ncheckpoints")
         print(
@@ -328,6 +345,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     print(render(["time", "from", "to", "reason"], log_rows))
     return 0
+
+
+def _code_text(code: dict[str, Any]) -> str:
+    """``3f2c1e9a0b12+dirty``: the commit an attempt ran, and whether it had local edits."""
+    if not code.get("git"):
+        return "-"
+    return str(code["git"])[:12] + ("+dirty" if code.get("git_dirty") else "")
 
 
 def _stop_line(d: dict[str, Any]) -> str:
@@ -470,6 +494,11 @@ def cmd_rm(args: argparse.Namespace) -> int:
         else f"; output kept in {r['output_dir']}"
     )
     print(f"removed sweep {r['removed']}{where}")
+    if r.get("kept"):
+        print(
+            f"left in {r['output_dir']} (not created by clusterd): {', '.join(r['kept'])}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -6,9 +6,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
-__all__ = ["attempt_dir", "events_path", "read_status", "status_path", "trial_dir"]
+__all__ = [
+    "StatusNotReadable",
+    "attempt_dir",
+    "events_path",
+    "read_status",
+    "status_path",
+    "trial_dir",
+]
 
 
 def trial_dir(output_dir: str, index: int) -> str:
@@ -27,6 +35,15 @@ def status_path(attempt_dir_: str) -> str:
     return os.path.join(attempt_dir_, "status.json")
 
 
+#: errors that say nothing about status.json itself: the reader is short of a resource
+_PASSING = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
+
+
+class StatusNotReadable(Exception):
+    """status.json could not be read for a passing reason of the reader's (out of file
+    descriptors or memory): ask again later, never take it as the attempt's result."""
+
+
 def read_status(attempt_dir_: str) -> dict | None:
     """The runner's status.json, None if absent; an unreadable one is reported as an error.
 
@@ -41,6 +58,8 @@ def read_status(attempt_dir_: str) -> dict | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno in _PASSING:
+            raise StatusNotReadable(str(exc)) from exc
         return {"exit_code": None, "error": f"status.json unreadable: {exc.strerror}"}
     try:
         data = json.loads(raw)

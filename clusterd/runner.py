@@ -29,8 +29,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+try:  # as the package module (``python -m clusterd.runner``, the daemon's imports)
+    from clusterd import contain, nodefs
+except ImportError:  # as a script (``python -I -S runner.py``): the package is beside us
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from clusterd import contain, nodefs
+
 TYPE_CHECKING = False  # typing itself costs ~2.5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import IO, Any
 
 __all__ = [
@@ -50,6 +57,12 @@ __all__ = [
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 #: exit status of the runner when launch.json is unusable
 EXIT_BAD_LAUNCH = 2
+#: exit status of the runner when the attempt dir was used by an earlier run
+EXIT_ALREADY_RAN = 4
+#: a process of the trial writes its pid here when it handles the resume signal
+RESUME_HANDLER_FILE = "RESUME_HANDLER"
+#: files a run leaves in its attempt dir: finding one, a runner does not run (once only)
+RUN_FILES = nodefs.RUN_FILES
 #: exit status (and status.json exit_code) when the command cannot be started
 EXIT_NOT_STARTED = 127
 #: longest wait for the processes of a group after SIGKILL (they may be stuck in the kernel)
@@ -85,11 +98,13 @@ class Launch:
         "signal_lead",
         "sweep",
         "time_limit",
+        "token",
         "trial_dir",
         "trial_id",
         "trial_index",
     )
     sweep: str
+    token: str | None
     trial_index: int
     trial_id: str
     attempt: int
@@ -120,10 +135,14 @@ class Launch:
 
 
 def load_launch(path: str) -> Launch:
-    """Read and validate launch.json; raise LaunchError naming the offending field."""
+    """Read and validate launch.json; raise LaunchError naming the offending field.
+
+    Only a regular file of our own uid that group and others cannot write is read: in
+    a shared output dir another user could rename a forged one over ours."""
     try:
-        with open(path, "rb") as fh:
-            data = json.load(fh)
+        data = json.loads(nodefs.read_own(path, 64 << 20))
+    except nodefs.UnsafeFile as exc:
+        raise LaunchError(f"refused: {exc}") from None
     except OSError as exc:
         raise LaunchError(f"{path}: cannot read: {exc.strerror}") from None
     except ValueError as exc:
@@ -142,6 +161,7 @@ def _launch_from(data: dict[str, Any]) -> Launch:
     resume = _get(data, "resume", dict, {})
     return Launch(
         sweep=_get(data, "sweep", str),
+        token=_get(data, "token", str, None),
         trial_index=_get(data, "trial_index", int),
         trial_id=_get(data, "trial_id", str),
         attempt=_get(data, "attempt", int),
@@ -293,10 +313,16 @@ def full_argv(launch: Launch) -> list[str]:
     return [shell(), "-c", build_shell_line(launch.setup, argv)]
 
 
-def child_env(launch: Launch, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The command's environment: the runner's, the sweep's ``[env] vars``, then ours."""
+def child_env(
+    launch: Launch, base: Mapping[str, str] | None = None, token: str | None = None
+) -> dict[str, str]:
+    """The command's environment: the runner's, the sweep's ``[env] vars``, then ours.
+
+    ``CLUSTERD_ATTEMPT_TOKEN`` marks every process of the attempt (contain.py finds
+    those that leave the process group by it)."""
     env = dict(os.environ if base is None else base)
     env.update(launch.env)
+    env[contain.TOKEN_ENV] = token or launch.token or ""
     env.update(
         CLUSTERD_SWEEP=launch.sweep,
         CLUSTERD_TRIAL_ID=launch.trial_id,
@@ -316,37 +342,42 @@ def child_env(launch: Launch, base: Mapping[str, str] | None = None) -> dict[str
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Temp file in the same dir, fsync, rename, fsync the dir: absent or complete."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
+    """Temp file in the same dir (created exclusively, never through a symlink), fsync,
+    rename, fsync the dir: absent or complete."""
+    fd = open_attempt_dir(os.path.dirname(path))
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is done anyway
+        write_json_in(fd, os.path.basename(path), obj)
     finally:
         os.close(fd)
 
 
-class RunnerLog:
-    """Line-buffered diagnostics in ``runner.log`` (falls back to stderr)."""
+def open_attempt_dir(path: str) -> int:
+    """A directory fd of ``path``, whose last component must not be a symlink (it is ours)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise nodefs.UnsafeFile(f"{path} does not belong to us (uid {os.geteuid()})")
+    return fd
 
-    def __init__(self, attempt_dir: str) -> None:
+
+def write_json_in(dir_fd: int, name: str, obj: Any) -> None:
+    """``name`` in the directory ``dir_fd``, atomically and durably (0644)."""
+    nodefs.replace_json(dir_fd, name, obj, 0o644, fsync=True)
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
+        os.fsync(dir_fd)
+
+
+class RunnerLog:
+    """Line-buffered diagnostics in ``runner.log``, a file this runner creates (O_EXCL);
+    stderr when there is no attempt dir fd or the file cannot be created."""
+
+    def __init__(self, dir_fd: int | None, fd: int | None = None) -> None:
         self._fh: IO[str] = sys.stderr
-        with contextlib.suppress(OSError):
-            self._fh = open(os.path.join(attempt_dir, "runner.log"), "a", buffering=1)  # noqa: SIM115
+        if fd is None and dir_fd is not None:
+            with contextlib.suppress(OSError):
+                fd = nodefs.create_new(dir_fd, "runner.log", 0o644)
+        if fd is not None:
+            self._fh = os.fdopen(fd, "a", buffering=1)
 
     def __call__(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -420,22 +451,6 @@ def _is_live_member(pid: str, pgid: int) -> bool:
     return len(fields) > 2 and fields[2] == b"%d" % pgid and fields[0] not in (b"Z", b"X")
 
 
-def wait_group_gone(pgid: int, deadline: float) -> bool:
-    """Wait until the group has no live process or ``deadline`` (monotonic) passes.
-
-    These are not our children (the leader is already reaped), so no event announces
-    their end: poll, with a short backoff.
-    """
-    pause = 0.01
-    while group_alive(pgid):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.25)
-    return True
-
-
 # -- GPU sampling ---------------------------------------------------------------------------
 
 
@@ -464,8 +479,8 @@ class GpuSampler:
     GPU, the sampler quietly does nothing (one line in runner.log).
     """
 
-    def __init__(self, events_path: str, interval: float, log: RunnerLog) -> None:
-        self._path = events_path
+    def __init__(self, dir_fd: int, interval: float, log: RunnerLog) -> None:
+        self._dir_fd = dir_fd
         self._interval = interval
         self._log = log
         self._stop = threading.Event()
@@ -487,7 +502,8 @@ class GpuSampler:
             self._log(f"GPU sampling off: {type(exc).__name__}: {exc}")
             return
         self._log(f"GPU sampling every {self._interval:g}s: {len(handles)} GPU(s)")
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open("events.jsonl", flags, dir_fd=self._dir_fd)  # created by prepare()
         try:
             self._loop(pynvml, handles, fd)
         finally:
@@ -542,11 +558,18 @@ def _sample(nvml: Any, index: int, handle: Any) -> dict[str, int]:
 
 
 class Runner:
-    """Runs one attempt: prepare files, start, supervise, clean up, write status.json."""
+    """Runs one attempt: prepare files, start, supervise, clean up, write status.json.
 
-    def __init__(self, launch: Launch, log: RunnerLog) -> None:
+    Every file it writes in the attempt dir it creates itself (O_EXCL, relative to the
+    directory fd ``dir_fd``, never through a symlink): an attempt runs once.
+    """
+
+    def __init__(self, launch: Launch, log: RunnerLog, dir_fd: int) -> None:
         self.launch = launch
         self.log = log
+        self.dir_fd = dir_fd
+        self.token = launch.token or os.urandom(8).hex()
+        self.containment: contain.Containment = contain.Containment(self.token)
         self.t0 = time.monotonic()
         self.started_at = time.time()
         self.pending: list[int] = []
@@ -583,31 +606,59 @@ class Runner:
         """Nothing to do here: the byte in the wakeup pipe is what wakes the loop."""
 
     def prepare(self) -> None:
+        """params.json (atomic), checkpoints/ and a new, empty events.jsonl."""
         launch = self.launch
-        os.makedirs(launch.attempt_dir, exist_ok=True)
-        os.makedirs(os.path.join(launch.trial_dir, "checkpoints"), exist_ok=True)
-        write_json_atomic(os.path.join(launch.trial_dir, "params.json"), launch.params)
-        fd = os.open(self.path("events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.close(fd)
+        trial_fd = open_attempt_dir(launch.trial_dir)
+        try:
+            os.close(
+                nodefs.open_subdir(
+                    trial_fd,
+                    "checkpoints",
+                    os.path.join(launch.trial_dir, "checkpoints"),
+                    create=True,
+                    exclusive=False,
+                )
+            )
+            write_json_in(trial_fd, "params.json", launch.params)
+        finally:
+            os.close(trial_fd)
+        # the trial appends to it (same user): 0644, but only ever the one created here
+        os.close(nodefs.create_new(self.dir_fd, "events.jsonl", 0o644))
 
     def start(self, argv: list[str]) -> str | None:
         """Start the command in its own process group; an error message if it cannot start."""
         launch = self.launch
-        with open(self.path("stdout"), "ab") as out, open(self.path("stderr"), "ab") as err:
+        self.containment = contain.choose(self.token, self.log)
+        out_fd = nodefs.create_new(self.dir_fd, "stdout", 0o644)
+        try:
+            err_fd = nodefs.create_new(self.dir_fd, "stderr", 0o644)
+        except BaseException:
+            os.close(out_fd)
+            raise
+        try:
             try:
                 self.proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
+                    stdout=out_fd,
+                    stderr=err_fd,
                     cwd=launch.cwd,
-                    env=child_env(launch),
+                    env=child_env(launch, token=self.token),
                     process_group=0,
+                    preexec_fn=self.containment.preexec(),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 message = _start_error(argv, launch.cwd, exc)
-                err.write(f"clusterd runner: {message}\n".encode())
+                os.write(err_fd, f"clusterd runner: {message}\n".encode())
+                self.containment.close()
                 return message
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+        contained = self.containment.started(self.proc.pid)
+        if contained is not self.containment:
+            self.log("the command did not enter its cgroup; using the scan of /proc instead")
+            self.containment = contained
         return None
 
     def write_runner_json(self) -> None:
@@ -618,16 +669,17 @@ class Runner:
             "child_pgid": self.proc.pid,
             "host": os.uname().nodename,
             "started_at": self.started_at,
+            "containment": self.containment.kind,
         }
-        write_json_atomic(self.path("runner.json"), info)
+        write_json_in(self.dir_fd, "runner.json", info)
 
     def arm_time_limit(self) -> None:
+        """The resume signal at the lead (whatever the scheduler does), then the limit."""
         limit = self.launch.time_limit
         if limit is None:
             return
         lead = self.launch.signal_lead
-        # a lead as long as the limit would signal a command that cannot have set up its
-        # handler yet (the default action of USR1 is to terminate): use half the limit
+        # a lead as long as the limit leaves the command no time to set up its handler
         self.resume_at = self.t0 + (limit - lead if lead < limit else limit / 2)
         if self.launch.enforce_time_limit:
             self.limit_at = self.t0 + limit
@@ -652,6 +704,9 @@ class Runner:
     def dispatch_signals(self) -> None:
         while self.pending:
             signum = self.pending.pop(0)
+            if signum == self.launch.resume_signal:  # Slurm's --signal=B:..., or a user's
+                self.request_checkpoint(f"received {_signal_name(signum)}")
+                continue
             self.log(f"received {_signal_name(signum)}; forwarding it to the command's group")
             self.send(signum)
             if signum == signal.SIGTERM:
@@ -661,7 +716,7 @@ class Runner:
     def run_due(self, now: float) -> None:
         if self.resume_at is not None and now >= self.resume_at:
             self.resume_at = None
-            self.request_checkpoint()
+            self.request_checkpoint("time limit near")
         if self.limit_at is not None and now >= self.limit_at:
             self.limit_at = None
             self.timed_out = True
@@ -675,12 +730,37 @@ class Runner:
             self.log("kill grace is over; sending KILL")
             self.send(signal.SIGKILL)
 
-    def request_checkpoint(self) -> None:
+    def request_checkpoint(self, why: str) -> None:
+        """CHECKPOINT_REQUESTED always; the signal only to processes that announced a
+        handler (docs/runtime.md): its default action is to terminate."""
         name = self.launch.resume_signal.name[3:]
-        self.log(f"time limit near: creating CHECKPOINT_REQUESTED and sending {name}")
-        with open(self.path("CHECKPOINT_REQUESTED"), "a"):
-            pass
-        self.send(self.launch.resume_signal)
+        with contextlib.suppress(OSError):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open("CHECKPOINT_REQUESTED", flags, 0o644, dir_fd=self.dir_fd))
+        targets = self.resume_targets()
+        if targets is None:
+            self.log(f"{why}: created CHECKPOINT_REQUESTED; no {name} handler announced")
+        elif not targets:
+            self.log(f"{why}: created CHECKPOINT_REQUESTED; sending {name} to the group")
+            self.send(self.launch.resume_signal)
+        else:
+            shown = ", ".join(map(str, sorted(targets)))
+            self.log(f"{why}: created CHECKPOINT_REQUESTED; sending {name} to {shown}")
+            self.containment.signal(targets, self.launch.resume_signal)
+
+    def resume_targets(self) -> set[int] | None:
+        """None: no handler announced; empty: the whole group; else the announcing pids
+        that are still processes of this attempt."""
+        try:
+            text = nodefs.read_own(RESUME_HANDLER_FILE, 1 << 16, dir_fd=self.dir_fd)
+        except OSError:
+            return None
+        pids = {int(x) for x in text.split() if x.isdigit()}
+        if not pids:
+            return set()
+        scan = contain.Containment(self.token)
+        mine = {pid for pid in pids if scan.carries(pid)}
+        return mine or None
 
     def arm_kill(self, now: float) -> None:
         if self.kill_at is None and not self.killed:
@@ -707,20 +787,45 @@ class Runner:
 
     # the end
 
-    def clean_group(self) -> None:
-        """Leave no process of the command's group behind (TERM, kill grace, KILL)."""
+    def clean_up(self) -> None:
+        """Leave no process of the attempt behind: its group, and those that left it
+        (setsid) but carry its mark -- TERM, the kill grace, then KILL."""
         assert self.proc is not None
-        pgid = self.proc.pid
-        if not group_alive(pgid):
+        pgid, holder = self.proc.pid, self.containment
+        strays = holder.members()
+        if not group_alive(pgid) and not strays:
+            holder.close()
             return
-        self.log("processes of the command's group outlived it; terminating them")
+        self.log(
+            f"processes of the attempt outlived the command ({len(strays)} outside "
+            "its group or in it); terminating them"
+        )
         if not self.term_sent:
             signal_group(pgid, signal.SIGTERM)
+        holder.signal(strays, signal.SIGTERM)
+
+        def gone() -> bool:
+            return not group_alive(pgid) and not holder.members()
+
         deadline = self.kill_at or time.monotonic() + self.launch.kill_grace
-        if self.killed or not wait_group_gone(pgid, deadline):
+        if self.killed or not _wait(gone, deadline):
             signal_group(pgid, signal.SIGKILL)
-            if not wait_group_gone(pgid, time.monotonic() + AFTER_KILL_WAIT):
-                self.log(f"processes of group {pgid} survive SIGKILL (stuck in the kernel?)")
+            holder.kill_all()
+            if not _wait(gone, time.monotonic() + AFTER_KILL_WAIT):
+                self.log("processes of the attempt survive SIGKILL (stuck in the kernel?)")
+        holder.close()
+
+
+def _wait(done: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``done`` with a short backoff until it holds or ``deadline`` (monotonic)."""
+    pause = 0.01
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.25)
+    return True
 
 
 def _start_error(argv: list[str], cwd: str | None, exc: BaseException) -> str:
@@ -740,10 +845,56 @@ def _exit_status(code: int) -> int:
 
 def run(launch: Launch) -> int:
     """Run one attempt end to end; returns the runner's exit status."""
-    with contextlib.suppress(OSError):  # for runner.log; prepare() reports real failures
-        os.makedirs(launch.attempt_dir, exist_ok=True)
-    log = RunnerLog(launch.attempt_dir)
-    runner = Runner(launch, log)
+    try:
+        dir_fd = open_attempt_dir(launch.attempt_dir)
+    except OSError as exc:
+        message = f"attempt dir {launch.attempt_dir}: {exc.strerror or exc}"
+        sys.stderr.write(f"clusterd runner: {message}\n")
+        return EXIT_BAD_LAUNCH
+    try:
+        # the claim: runner.log created O_EXCL. Two runners started for one attempt (a
+        # launch raced by a second daemon, a requeue) cannot both get it.
+        try:
+            log_fd = nodefs.create_new(dir_fd, "runner.log", 0o644)
+        except FileExistsError:
+            return _refuse_rerun(launch, dir_fd, ["runner.log"], claimed=False)
+        log = RunnerLog(None, log_fd)
+        used = sorted((set(os.listdir(dir_fd)) & RUN_FILES) - {"runner.log"})
+        if used:
+            return _refuse_rerun(launch, dir_fd, used, claimed=True, log=log)
+        return _run_in(launch, dir_fd, log)
+    finally:
+        os.close(dir_fd)
+
+
+def _refuse_rerun(
+    launch: Launch,
+    dir_fd: int,
+    used: list[str],
+    claimed: bool,
+    log: RunnerLog | None = None,
+) -> int:
+    """An attempt runs once: an earlier run's files are kept, the command is not run.
+
+    Only a runner that claimed the dir (created runner.log) may write status.json: when
+    another runner holds the claim, it may still be running the command, and its result
+    is the attempt's, so this one leaves no file behind and only says why on stderr.
+    """
+    message = (
+        f"attempt dir {launch.attempt_dir} was used by an earlier run ({', '.join(used)}); "
+        "an attempt runs once: not running the command again"
+    )
+    sys.stderr.write(f"clusterd runner: {message}\n")
+    if claimed:
+        if log is not None:
+            log(message)
+        now = time.time()
+        _write_new_status(dir_fd, _status(None, now, now, None, False, message))
+    return EXIT_ALREADY_RAN
+
+
+def _run_in(launch: Launch, dir_fd: int, log: RunnerLog) -> int:
+    runner = Runner(launch, log, dir_fd)
     runner.install_signals()
     try:
         return _run(runner)
@@ -755,7 +906,12 @@ def run(launch: Launch) -> int:
             signal_group(runner.proc.pid, signal.SIGKILL)
         pid = runner.proc.pid if runner.proc else None
         error = f"runner failed: {type(exc).__name__}: {exc}"
-        _write_status(launch, _status(None, runner.started_at, time.time(), pid, False, error))
+        with contextlib.suppress(OSError):
+            write_json_in(
+                dir_fd,
+                "status.json",
+                _status(None, runner.started_at, time.time(), pid, False, error),
+            )
         return 1
 
 
@@ -768,7 +924,7 @@ def _run(runner: Runner) -> int:
     if stops:  # cancelled while preparing: do not start at all
         signum = stops[0]
         error = f"received {_signal_name(signum)} before the command started"
-        _write_status(launch, _status(-signum, runner.started_at, time.time(), None, False, error))
+        runner_status(runner, _status(-signum, runner.started_at, time.time(), None, False, error))
         return _exit_status(-signum)
     log(f"starting {argv!r} in {launch.cwd or os.getcwd()}")
     failure = runner.start(argv)
@@ -776,48 +932,62 @@ def _run(runner: Runner) -> int:
         log(failure)
         now = time.time()
         status = _status(EXIT_NOT_STARTED, runner.started_at, now, None, False, failure)
-        _write_status(launch, status)
+        runner_status(runner, status)
         return EXIT_NOT_STARTED
     assert runner.proc is not None
     runner.write_runner_json()
     log(f"command started: pid {runner.proc.pid}")
     runner.arm_time_limit()
-    sampler = _start_sampler(launch, log)
+    sampler = _start_sampler(runner, log)
     code = runner.supervise()
     ended = time.time()
     log(f"command ended: {'signal ' + _signal_name(-code) if code < 0 else f'exit code {code}'}")
-    runner.clean_group()
+    runner.clean_up()
     if sampler is not None:
         sampler.stop()
     status = _status(code, runner.started_at, ended, runner.proc.pid, runner.timed_out, None)
-    _write_status(launch, status)
+    runner_status(runner, status)
     return _exit_status(code)
 
 
-def _start_sampler(launch: Launch, log: RunnerLog) -> GpuSampler | None:
+def _start_sampler(runner: Runner, log: RunnerLog) -> GpuSampler | None:
+    launch = runner.launch
     if launch.gpu_interval <= 0 or os.environ.get("CUDA_VISIBLE_DEVICES") == "":
         return None  # an empty CUDA_VISIBLE_DEVICES: the driver gave this trial no GPU
-    sampler = GpuSampler(os.path.join(launch.attempt_dir, "events.jsonl"), launch.gpu_interval, log)
+    sampler = GpuSampler(runner.dir_fd, launch.gpu_interval, log)
     sampler.start()
     return sampler
 
 
-def _write_status(launch: Launch, status: dict[str, Any]) -> None:
-    write_json_atomic(os.path.join(launch.attempt_dir, "status.json"), status)
+def runner_status(runner: Runner, status: dict[str, Any]) -> None:
+    write_json_in(runner.dir_fd, "status.json", status)
+
+
+def _write_new_status(dir_fd: int, status: dict[str, Any]) -> None:
+    """status.json only where there is none: an earlier run's result is never replaced."""
+    try:
+        os.close(nodefs.create_new(dir_fd, "status.json", 0o644, json.dumps(status).encode()))
+    except FileExistsError:
+        pass  # the earlier run's result stays
+    except OSError as exc:
+        sys.stderr.write(f"clusterd runner: status.json not written: {exc.strerror or exc}\n")
 
 
 def _bad_launch(path: str, message: str) -> int:
-    """launch.json is unusable: say so in status.json next to it (if we can) and exit 2."""
+    """launch.json is unusable: say so in a new status.json beside it (if the dir is ours
+    and has none) and exit 2; nothing of the launch is used."""
     sys.stderr.write(f"clusterd runner: {message}\n")
-    directory = os.path.dirname(path)
     now = time.time()
     try:
-        RunnerLog(directory)(message)
-        write_json_atomic(
-            os.path.join(directory, "status.json"), _status(None, now, now, None, False, message)
-        )
+        dir_fd = open_attempt_dir(os.path.dirname(path))
     except OSError as exc:
         sys.stderr.write(f"clusterd runner: cannot write status.json: {exc}\n")
+        return EXIT_BAD_LAUNCH
+    try:
+        RunnerLog(dir_fd)(message)
+        _write_new_status(dir_fd, _status(None, now, now, None, False, message))
+    finally:
+        os.close(dir_fd)
     return EXIT_BAD_LAUNCH
 
 

@@ -128,9 +128,18 @@ def params() -> dict[str, Any]:
 
 
 def _read_params(path: str) -> dict[str, Any]:
+    """Only a regular file of ours that others cannot write: in a shared output dir a
+    params.json renamed in by another user must not steer the run."""
     import json
+    import stat
 
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise PermissionError(
+                f"{path}: refusing parameters not owned by uid {os.geteuid()} or writable by others"
+            )
         data = json.load(fh)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: parameters must be a JSON object")
@@ -226,7 +235,8 @@ def _write(line: str) -> None:
     """Append one line with a single ``write()`` (O_APPEND), so lines never interleave."""
     global _fd
     if _fd < 0:
-        _fd = os.open(_EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)  # type: ignore[arg-type]
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        _fd = os.open(_EVENTS, flags, 0o644)  # type: ignore[arg-type]
     data = line.encode("utf-8")
     written = os.write(_fd, data)
     while written < len(data):  # only on a full disk or a signal mid-write: finish the line
@@ -388,7 +398,27 @@ def _install_resume_handler() -> Any:
         _sig.signal(signum, _on_resume_signal)
     except (ValueError, OSError):  # not the main thread, or not a catchable signal
         return None
+    _announce_handler()
     return previous
+
+
+def _announce_handler() -> None:
+    """Tell the runner this process handles the resume signal: it appends our pid to
+    ``RESUME_HANDLER`` (docs/runtime.md). Unannounced processes never get the signal,
+    whose default action would kill them; they still see ``CHECKPOINT_REQUESTED``."""
+    if _ATTEMPT_DIR is None:
+        return
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.join(_ATTEMPT_DIR, "RESUME_HANDLER"), flags, 0o644)
+    except OSError:
+        return  # a read-only attempt dir: the marker file still works
+    try:
+        os.write(fd, b"%d\n" % os.getpid())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # -- cluster_utils-style entry point ----------------------------------------------------------

@@ -182,7 +182,6 @@ def test_shell_line_round_trips_through_a_real_shell(args: list[str]) -> None:
 def test_success_writes_status_runner_json_and_output(tmp_path: Path) -> None:
     code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
     attempt = Attempt(tmp_path, python(code))
-    (attempt.dir / "stdout").write_text("earlier\n")  # append mode: nothing is lost
     began = time.time()
     assert attempt.run() == 0
     status = attempt.status()
@@ -193,7 +192,7 @@ def test_success_writes_status_runner_json_and_output(tmp_path: Path) -> None:
     runner = json.loads(attempt.file("runner.json"))
     assert runner["child_pid"] == status["pid"] == runner["child_pgid"]
     assert runner["pid"] == attempt.proc.pid  # type: ignore[union-attr]
-    assert attempt.file("stdout") == "earlier\nto stdout\n"
+    assert attempt.file("stdout") == "to stdout\n"  # a file the runner created (O_EXCL)
     assert attempt.file("stderr") == "to stderr\n"
     assert "command started" in attempt.file("runner.log")
     assert sorted(p.name for p in attempt.dir.iterdir() if p.name.startswith(".")) == []
@@ -223,7 +222,12 @@ def test_environment_params_json_and_cwd(tmp_path: Path) -> None:
     work.mkdir()
     params = {"lr": 0.01, "optimizer": "sgd"}
     attempt = Attempt(
-        tmp_path, python(code), params=params, env={"OMP_NUM_THREADS": "4"}, cwd=str(work)
+        tmp_path,
+        python(code),
+        params=params,
+        env={"OMP_NUM_THREADS": "4"},
+        cwd=str(work),
+        token="cd-lr-depth-7-1-abc",
     )
     assert attempt.run() == 0
     env_line, cwd_line = attempt.file("stdout").splitlines()
@@ -239,6 +243,7 @@ def test_environment_params_json_and_cwd(tmp_path: Path) -> None:
         "CLUSTERD_EVENTS": f"{d}/events.jsonl",
         "CLUSTERD_RESUME_EXIT_CODE": "3",
         "CLUSTERD_RESUME_SIGNAL": "USR1",
+        "CLUSTERD_ATTEMPT_TOKEN": "cd-lr-depth-7-1-abc",  # marks the attempt's processes
         "OMP_NUM_THREADS": "4",
     }
     assert cwd_line == str(work)
@@ -388,8 +393,11 @@ def test_sigterm_reaches_stragglers_that_outlive_the_command(tmp_path: Path) -> 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2])
 def test_signals_are_forwarded_to_the_command(tmp_path: Path, signum: int) -> None:
     code = f"""
-        import signal, sys, time
+        import os, signal, sys, time
         signal.signal({int(signum)}, lambda s, f: sys.exit(40))
+        # the resume signal (USR1) reaches only processes that announce a handler
+        with open(os.environ["CLUSTERD_ATTEMPT_DIR"] + "/RESUME_HANDLER", "a") as fh:
+            fh.write(f"{{os.getpid()}}\\n")
         print("ready", flush=True)
         time.sleep(60)
     """
@@ -436,11 +444,13 @@ def test_resume_signal_and_marker_before_the_time_limit(tmp_path: Path) -> None:
 
 def test_resume_signal_reaches_a_plain_signal_handler(tmp_path: Path) -> None:
     code = """
-        import signal, sys, time
+        import os, signal, sys, time
         def on_usr2(signum, frame):
             open("checkpoint.pt", "w").close()
             sys.exit(3)
         signal.signal(signal.SIGUSR2, on_usr2)
+        with open(os.environ["CLUSTERD_ATTEMPT_DIR"] + "/RESUME_HANDLER", "a") as fh:
+            fh.write(f"{os.getpid()}\\n")  # announced: only then does the signal come
         time.sleep(60)
     """
     resume = {"exit_code": 3, "signal": "SIGUSR2", "signal_lead": 9}

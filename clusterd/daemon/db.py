@@ -14,7 +14,10 @@ never as a raw SQLAlchemy traceback:
 - :func:`upgrade` brings the schema to the newest alembic revision, on the daemon's
   own connection, in one transaction.
 - :func:`transaction` is the one way writers touch the database: commit on success,
-  rollback on error, storage failures translated.
+  rollback on error, storage failures translated. A daemon registers a write guard
+  (:func:`set_write_guard`) that every write transaction runs right after BEGIN: the
+  lease fence and the file identity check (:class:`FileIdentity`) live there, so a
+  daemon that lost its lease or its database file writes nothing more.
 
 SQLite is run in WAL mode (readers never block the writer) with ``synchronous=NORMAL``
 (durable across process crashes, which is what "kill the daemon at any instant" needs)
@@ -29,7 +32,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -46,13 +50,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "FileIdentity",
+    "WritesRefused",
     "check_integrity",
+    "check_write_guard",
     "created_marker",
     "current_revision",
     "describe",
     "head_revision",
     "make_engine",
+    "may_launch",
     "newest_revision_file",
+    "set_write_guard",
+    "sqlite_file",
     "storage_error",
     "transaction",
     "upgrade",
@@ -413,23 +423,119 @@ def _probe(engine: Engine, busy_timeout: float) -> None:
         raise storage_error(err, engine, timeout=busy_timeout) from err
 
 
+# --------------------------------------------------------------------------- write guard
+
+
+class WritesRefused(StorageError):
+    """This daemon must not write to its database any more (its lease was taken over, or
+    the database file was deleted or replaced); the transaction was rolled back."""
+
+    code = "writes_refused"
+
+
+WriteGuard = Callable[[Connection], None]
+_GUARDS: weakref.WeakKeyDictionary[Engine, WriteGuard] = weakref.WeakKeyDictionary()
+
+
+def set_write_guard(engine: Engine, guard: WriteGuard | None) -> None:
+    """Run ``guard(conn)`` at the start of every write transaction on ``engine`` (inside
+    it, after BEGIN); it raises :class:`WritesRefused` to roll the transaction back.
+
+    On SQLite, BEGIN IMMEDIATE holds the write lock from then to COMMIT, so what the
+    guard read stays true for the whole transaction; on PostgreSQL the guard locks the
+    row it reads (``FOR SHARE``) for the same effect.
+    """
+    if guard is None:
+        _GUARDS.pop(engine, None)
+    else:
+        _GUARDS[engine] = guard
+
+
+def check_write_guard(engine: Engine) -> None:
+    """Run the guard now, in a transaction of its own (before an action outside the
+    database that must not happen once the guard refuses, such as submitting a job)."""
+    if engine in _GUARDS:
+        with transaction(engine):
+            pass
+
+
+def may_launch(engine: Engine) -> bool:
+    """Whether this daemon may start a job now: the write guard, asked in a read transaction.
+
+    Drivers that start jobs on their own threads (the local driver starts queued jobs as
+    slots free up) ask this first: a daemon resumed after a pause past the lease's ttl must
+    not start a job that the daemon which took the lease over now owns. A plain read takes
+    no write lock, so a driver thread holding its own lock cannot deadlock the scheduler.
+    """
+    guard = _GUARDS.get(engine)
+    if guard is None:
+        return True
+    try:
+        with transaction(engine, write=False) as conn:
+            guard(conn)
+    except WritesRefused:
+        return False
+    except StorageError:
+        return False  # cannot tell: start nothing now, the next poll asks again
+    return True
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite engine; None for PostgreSQL or an in-memory database."""
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    return _sqlite_path(engine.url)
+
+
+class FileIdentity:
+    """Which file a SQLite database is (device and inode), as opened at start.
+
+    A database deleted or replaced under a running daemon goes on accepting writes --
+    into the unlinked file, lost when the daemon exits. :meth:`problem` notices it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        info = os.stat(path)
+        self.identity = (info.st_dev, info.st_ino)
+
+    def problem(self) -> str | None:
+        """None while the path still names the file opened at start; else what happened."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the database {self.path} was deleted while clusterd was running"
+        except OSError as err:
+            return f"the database {self.path} cannot be checked ({err.strerror or err})"
+        if (info.st_dev, info.st_ino) != self.identity:
+            return f"the database {self.path} was replaced by another file while clusterd ran"
+        return None
+
+
 # --------------------------------------------------------------------------- transactions
 
 
 @contextmanager
-def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
+def transaction(
+    engine: Engine, *, write: bool = True, guarded: bool = True
+) -> Iterator[Connection]:
     """Run the block in one transaction: commit if it returns, roll back if it raises.
 
     Operational failures (locked, disk full, read-only, corrupt, server gone) become a
     StorageError naming the database and the remedy; IntegrityError and other errors
-    pass through unchanged. ``write=True`` takes SQLite's write lock at BEGIN.
+    pass through unchanged. ``write=True`` takes SQLite's write lock at BEGIN and runs
+    the engine's write guard (:func:`set_write_guard`) unless ``guarded=False`` (the
+    lease's own transactions, which the guard's fence is made of).
     """
     timeout: float | None = None
+    guard = _GUARDS.get(engine) if write and guarded else None
     try:
         with engine.connect() as conn:
             timeout = conn.info.get("busy_timeout")
             conn.execution_options(**{_WRITE_OPTION: write})
             with conn.begin():
+                if guard is not None:
+                    guard(conn)
                 yield conn
     except exc.DBAPIError as err:
         if not _is_storage_failure(err):

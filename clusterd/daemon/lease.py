@@ -18,6 +18,18 @@ atomic in SQLite and PostgreSQL alike, so two racing daemons never both win.
 Time comes from the database server on PostgreSQL, whose daemons may run on hosts
 with skewed clocks, and from this host on SQLite (which is never shared across hosts:
 ``fscheck`` refuses network filesystems).
+
+The lease is also a **fence** (:class:`Fence`): a daemon paused past ``ttl`` (SIGSTOP,
+a swapped-out VM) wakes up believing it still schedules. So every write transaction
+first reads the lease row and requires it to name this daemon's holder string *and*
+acquisition time -- the pair is the lease's generation: the nonce in ``holder`` is new
+for every daemon run and a takeover writes a new ``acquired_at``, so no schema column
+is needed. A mismatch raises :class:`LeaseLost` (a ``db.WritesRefused``) and the
+transaction rolls back; the daemon then stops. The read is inside the transaction, after
+SQLite's BEGIN IMMEDIATE (no one can take the lease before our COMMIT) or with
+PostgreSQL's ``FOR SHARE`` (a takeover's UPDATE waits for our COMMIT).
+
+``CLUSTERD_LEASE_TTL`` (seconds, default 30) shortens the ttl for tests.
 """
 
 from __future__ import annotations
@@ -25,8 +37,10 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, insert, select, text, update
@@ -34,10 +48,21 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from clusterd.daemon import models
-from clusterd.daemon.db import transaction
-from clusterd.errors import LeaseHeld
+from clusterd.daemon.db import WritesRefused, transaction
+from clusterd.errors import LeaseHeld, StorageError
 
-__all__ = ["DEFAULT_TTL", "HolderInfo", "Lease", "acquire", "heartbeat", "pid_alive", "release"]
+__all__ = [
+    "DEFAULT_TTL",
+    "Fence",
+    "HolderInfo",
+    "Lease",
+    "LeaseLost",
+    "acquire",
+    "heartbeat",
+    "pid_alive",
+    "release",
+    "ttl_from_env",
+]
 
 DEFAULT_TTL = 30.0
 """Seconds without a heartbeat after which a lease is considered abandoned."""
@@ -46,6 +71,32 @@ _LEASE_ID = 1
 _TABLE = models.Base.metadata.tables[models.Lease.__tablename__]
 _RACE_RETRIES = 5
 _SERVER_NOW = text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")
+_FENCE_READ = select(_TABLE.c.holder, _TABLE.c.acquired_at, _TABLE.c.pid, _TABLE.c.host).where(
+    _TABLE.c.id == _LEASE_ID
+)
+_FENCE_READ_PG = _FENCE_READ.with_for_update(read=True)
+
+
+class LeaseLost(WritesRefused, LeaseHeld):
+    """Another daemon holds the lease now: this one must write nothing more."""
+
+    code = "lease_lost"
+
+
+def ttl_from_env() -> float:
+    """The lease ttl: ``CLUSTERD_LEASE_TTL`` seconds if set (tests), else DEFAULT_TTL."""
+    raw = os.environ.get("CLUSTERD_LEASE_TTL")
+    if not raw:
+        return DEFAULT_TTL
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = -1.0
+    if not 0.5 <= ttl <= 3600:
+        raise StorageError(
+            f"CLUSTERD_LEASE_TTL={raw!r} is not a number of seconds between 0.5 and 3600"
+        )
+    return ttl
 
 
 @dataclass(frozen=True)
@@ -177,7 +228,7 @@ def acquire(
     info = holder_info or HolderInfo.current()
     for _ in range(_RACE_RETRIES):
         try:
-            with transaction(engine) as conn:
+            with transaction(engine, guarded=False) as conn:
                 return _try_acquire(conn, info, ttl)
         except (_Raced, IntegrityError):
             continue  # another daemon wrote the row meanwhile: decide again on what it wrote
@@ -193,7 +244,7 @@ def heartbeat(engine: Engine, lease: Lease) -> Lease:
     A daemon that gets LeaseHeld here must stop scheduling at once: the other daemon
     believes our lease expired, and now acts as the only writer.
     """
-    with transaction(engine) as conn:
+    with transaction(engine, guarded=False) as conn:
         now = _now(conn)
         renewed = conn.execute(
             update(_TABLE)
@@ -217,7 +268,58 @@ def heartbeat(engine: Engine, lease: Lease) -> Lease:
 
 def release(engine: Engine, lease: Lease) -> None:
     """Give the lease up (clean stop) so the next daemon need not wait; no-op if not ours."""
-    with transaction(engine) as conn:
+    with transaction(engine, guarded=False) as conn:
         conn.execute(
             delete(_TABLE).where(_TABLE.c.id == _LEASE_ID, _TABLE.c.holder == lease.info.holder)
         )
+
+
+class Fence:
+    """The write guard of a daemon holding ``lease`` (see the module docstring).
+
+    ``check`` runs inside every write transaction; the first mismatch is remembered
+    (``lost``), reported once to ``on_lost`` and refuses every later write at once,
+    without asking the database again. Thread-safe: the scheduler's thread and the
+    request handlers' workers write concurrently.
+    """
+
+    def __init__(self, lease: Lease, on_lost: Callable[[str], None] | None = None) -> None:
+        self.lease = lease
+        self.lost: str | None = None
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+
+    def check(self, conn: Connection) -> None:
+        """Raise LeaseLost unless the lease row still names this daemon's generation."""
+        if self.lost is not None:
+            raise LeaseLost(self.lost)
+        read = _FENCE_READ_PG if conn.dialect.name == "postgresql" else _FENCE_READ
+        row = conn.execute(read).first()
+        mine = self.lease
+        generation = (mine.info.holder, mine.acquired_at)
+        if row is not None and (row.holder, row.acquired_at) == generation:
+            return
+        self.refuse(_lost_message(row, mine))
+
+    def refuse(self, message: str) -> None:
+        """Stop all writes from now on (first reason wins) and raise LeaseLost."""
+        with self._lock:
+            first = self.lost is None
+            if first:
+                self.lost = message
+        if first and self._on_lost is not None:
+            self._on_lost(message)
+        raise LeaseLost(self.lost or message)
+
+
+def _lost_message(row: Row | None, mine: Lease) -> str:
+    if row is None:
+        return (
+            "this clusterd's lease on its database was removed by someone else; it writes "
+            "nothing more and stops. Start it again with `clusterd start`."
+        )
+    return (
+        f"this clusterd lost its lease on the database to another clusterd (pid {row.pid} "
+        f"on {row.host}), which took it over because our heartbeat was more than "
+        f"{mine.ttl:g} s old (was this daemon paused?); it writes nothing more and stops."
+    )

@@ -213,8 +213,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with Client(timeout=10.0) as client:
-        status = client.call("status")
+    try:
+        with Client(timeout=10.0) as client:
+            status = client.call("status")
+    except DaemonUnreachable:
+        _print_last_halt()
+        raise
     if args.json:
         import json
 
@@ -240,7 +244,60 @@ def cmd_status(args: argparse.Namespace) -> int:
             wait = max(0.0, (h.get("next_try_at") or 0) - time.time())
             line += f"; backing off ({h['failures']} failed in a row, next try in {wait:.0f} s)"
         print(line)
+    for line in _guard_lines(status):
+        print(line)
+    for line in _resource_lines(status):
+        print(line)
     return 0
+
+
+def _guard_lines(status: dict) -> list[str]:
+    """Why the daemon halted (it then writes nothing and exits), and sweeps that cannot
+    launch (each backs off alone) or trials held by the crash-loop backoff."""
+    lines = []
+    halted = status.get("halted")
+    if halted:
+        lines.append(f"HALTED    {halted['reason']}")
+    now = time.time()
+    for name, trouble in sorted((status.get("stuck_sweeps") or {}).items()):
+        wait = max(0.0, trouble["next_try_at"] - now)
+        lines.append(
+            f"sweep     {name}: cannot launch trials ({trouble['failures']} failed in a row, "
+            f"next try in {wait:.0f} s): {trouble['reason']}"
+        )
+    if status.get("crash_backoff"):
+        lines.append(f"backoff   {status['crash_backoff']} failing trial(s) wait before retrying")
+    return lines
+
+
+def _print_last_halt() -> None:
+    """The daemon is gone: if it halted (lease lost, database deleted), say why (the file
+    is guard.HALTED_FILE; read here without importing the daemon's SQLAlchemy side)."""
+    try:
+        reason = (paths.home() / "clusterd.halted").read_text().strip()
+    except OSError:
+        return
+    if reason:
+        print(f"clusterd halted at {reason}", file=sys.stderr)
+
+
+def _resource_lines(status: dict) -> list[str]:
+    """The daemon's descriptors and socket clients: running out of either stalls it."""
+    lines = []
+    fds = status.get("fds") or {}
+    if fds:
+        used = "unknown (none left to count them)" if fds.get("open") is None else fds["open"]
+        lines.append(f"fds       {used} open of {fds.get('limit')} (RLIMIT_NOFILE)")
+    clients = status.get("clients") or {}
+    if clients:
+        line = f"clients   {clients['connected']} of {clients['limit']} (CLUSTERD_MAX_CLIENTS)"
+        if clients.get("refused"):
+            line += f"; {clients['refused']} turned away"
+        if clients.get("accept_paused_since"):
+            ago = time.time() - clients["accept_paused_since"]
+            line += f"; accept() paused for {ago:.0f} s: out of file descriptors"
+        lines.append(line)
+    return lines
 
 
 def _duration(seconds: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -26,6 +27,7 @@ __all__ = [
     "Checkpoint",
     "GpuSample",
     "Lease",
+    "Meta",
     "Metric",
     "Sweep",
     "Transition",
@@ -53,6 +55,7 @@ class Sweep(Base):
     repro: Mapped[dict | None] = mapped_column(JSON)  # git commit, dirty, python, pip freeze path
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    uid: Mapped[str | None] = mapped_column(String(32))  # random; named by the output dir's marker
 
 
 class Trial(Base):
@@ -109,6 +112,10 @@ class Attempt(Base):
     submitted_at: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
+    # the code this attempt ran (recorded at launch): commit, dirty flag, diff file
+    code_commit: Mapped[str | None] = mapped_column(String(64))
+    code_dirty: Mapped[bool | None] = mapped_column(Boolean)
+    code_diff: Mapped[str | None] = mapped_column(Text)
 
 
 class Metric(Base):
@@ -193,3 +200,13 @@ class Lease(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
+
+
+class Meta(Base):
+    """Facts about the database itself (key/value): ``database_id``, a random identity
+    that output-directory markers name, so that another database's sweep is told apart."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

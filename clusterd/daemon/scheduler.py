@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -35,8 +34,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterd import layout, runner
-from clusterd.daemon.ingest import AttemptCursor, IngestResult, ingest_attempt
+from clusterd.daemon.attempt_times import ended_times, runner_started_at
+from clusterd.daemon.db import WritesRefused, check_write_guard
+from clusterd.daemon.ingest import AttemptCursor, IngestResult, ingest_attempt, open_cursor
+from clusterd.daemon.launchfile import AttemptDirRefused, write_launch
 from clusterd.daemon.outcome import Ending, decide
+from clusterd.daemon.repro import attempt_code
 from clusterd.daemon.searching import Proposer
 from clusterd.daemon.stopper import Stopper, write_marker
 from clusterd.daemon.store import FINAL_STATES, Store
@@ -58,6 +61,19 @@ KILL_GRACE = 10
 RUNNER_ARGV = (sys.executable, "-I", "-S", str(Path(runner.__file__).resolve()))
 
 
+#: crash-loop backoff: a trial's next attempt after n genuine failures in a row waits
+#: CRASH_BACKOFF_BASE * 2**(n-1) s (1, 2, 4, ... s), at most CRASH_BACKOFF_MAX
+CRASH_BACKOFF_BASE = 1.0
+CRASH_BACKOFF_MAX = 300.0
+
+
+def crash_delay(streak: int) -> float:
+    """Seconds a trial waits before its next attempt after ``streak`` failures in a row."""
+    if streak <= 0:
+        return 0.0
+    return min(CRASH_BACKOFF_MAX, CRASH_BACKOFF_BASE * 2 ** min(streak - 1, 30))
+
+
 def backoff_delay(failures: int, rnd: Callable[[], float] = random.random) -> float:
     """Seconds to wait after ``failures`` consecutive failed driver calls: 2 s doubling up to
     5 min, each drawn from the upper half of its interval ("equal jitter")."""
@@ -68,10 +84,16 @@ def backoff_delay(failures: int, rnd: Callable[[], float] = random.random) -> fl
 class DriverSet:
     """Driver instances by name, created on first use from the registry's classes."""
 
-    def __init__(self, classes: dict[str, type[Driver]], wakeup: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        classes: dict[str, type[Driver]],
+        wakeup: Callable[[], None],
+        may_launch: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.classes = classes
         self._instances: dict[str, Driver] = {}
         self._wakeup = wakeup
+        self._may_launch = may_launch
         self._lock = threading.Lock()  # the scheduler and request handlers both ask
 
     def get(self, name: str) -> Driver:
@@ -82,6 +104,7 @@ class DriverSet:
                     raise NotFound(f"no driver named {name!r} is installed (installed: {known})")
                 driver = self.classes[name]()
                 driver.set_wakeup(self._wakeup)
+                driver.set_launch_guard(self._may_launch)
                 self._instances[name] = driver
             return self._instances[name]
 
@@ -100,6 +123,25 @@ class DriverHealth:
     last_error_at: float | None = None
     failures: int = 0
     next_try_at: float = 0.0
+
+
+@dataclass
+class SweepTrouble:
+    """Why a sweep's launches fail (its files cannot be written, its driver refuses them),
+    kept in memory: the sweep alone backs off while every other sweep and poll go on."""
+
+    reason: str
+    since: float
+    failures: int = 1
+    next_try_at: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "since": self.since,
+            "failures": self.failures,
+            "next_try_at": self.next_try_at,
+        }
 
 
 @dataclass
@@ -145,6 +187,12 @@ class Scheduler:
         self._last_ingest = 0.0
         self._has_live = False
         self._bad_hosts: dict[int, dict[str, int]] = {}
+        #: sweeps whose launches fail, by name (``SweepTrouble``)
+        self.troubles: dict[str, SweepTrouble] = {}
+        #: trials held back by the crash-loop backoff: trial id -> when they may go
+        self._retry_at: dict[int, float] = {}
+        #: why this scheduler stopped for good (lease lost, database gone), if it did
+        self.halted: str | None = None
 
     # -- loop -----------------------------------------------------------------
 
@@ -152,7 +200,8 @@ class Scheduler:
         """Ask for a pass as soon as possible (safe from any thread)."""
         self._poll_now = True
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            with contextlib.suppress(RuntimeError):  # the loop ended (a halted scheduler)
+                self._loop.call_soon_threadsafe(self._wake.set)
 
     def stop(self) -> None:
         self._stopping = True
@@ -179,6 +228,11 @@ class Scheduler:
         while not self._stopping:
             try:
                 await self.tick()
+            except WritesRefused as exc:
+                self.halted = exc.message
+                log.error("scheduling stopped: %s", exc.message)
+                self._stopping = True
+                break
             except ClusterdError as exc:
                 log.error("pass failed: %s", exc.message)
                 self._cursors.clear()  # they may have advanced in a rolled-back transaction
@@ -192,9 +246,12 @@ class Scheduler:
             self._wake.clear()
 
     def _idle_timeout(self) -> float:
+        due = [t.next_try_at for t in self.troubles.values()]
+        due.extend(self._retry_at.values())
+        soonest = max(0.05, min(due) - time.time()) if due else 30.0
         if not self._has_live:
-            return 30.0
-        intervals = [self._ingest_delay]
+            return min(30.0, soonest)
+        intervals = [self._ingest_delay, soonest]
         for name in self.health:
             try:
                 intervals.append(self.drivers.get(name).poll_interval)
@@ -214,7 +271,12 @@ class Scheduler:
         for attempt in live:
             by_driver.setdefault(sweeps[attempt.sweep_id].driver, []).append(attempt)
         for name, attempts in by_driver.items():
-            await self._track_driver(name, attempts, sweeps, poll_now)
+            try:
+                await self._track_driver(name, attempts, sweeps, poll_now)
+            except WritesRefused:
+                raise
+            except Exception as exc:  # one driver's trouble (or one sweep's files) stays its own
+                self._driver_failed(name, exc)
         self._ingest_live(sweeps)
         await self._enforce_ends(live, sweeps)
         await self._submit_pending(sweeps)
@@ -269,7 +331,15 @@ class Scheduler:
             state="running",
             host=status.host,
             reason=None,
-            started_at=time.time(),
+            # the runner's clock: the first poll that saw "running" may be a poll late
+            started_at=runner_started_at(
+                layout.attempt_dir(
+                    self.store.sweep_output_dir(conn, attempt.sweep_id),
+                    attempt.index,
+                    attempt.number,
+                )
+            )
+            or time.time(),
         )
         trial = self.store.trial_by_id(conn, attempt.trial_id)
         if trial.state == "queued":
@@ -279,8 +349,14 @@ class Scheduler:
     def _end(self, conn: Any, attempt: Any, status: JobStatus, sweep: Any, driver: Driver) -> None:
         adir = self._attempt_dir(sweep, attempt)
         cursor = self._cursor(attempt, sweep)
-        self._ingest(conn, sweep, attempt, cursor, final=False)
-        result = layout.read_status(adir)
+        cursor.ended = True
+        if self._ingest(conn, sweep, attempt, cursor, final=False).more:
+            return  # a backlog: the next passes read it, a chunk each, and commit each
+        try:
+            result = layout.read_status(adir)
+        except layout.StatusNotReadable as exc:
+            log.warning("attempt %s: status.json not readable now (%s); next pass", attempt.id, exc)
+            return  # out of fds or memory: the result is there, read it on a later pass
         if result is None:
             first = self._gone_since.setdefault(attempt.id, time.time())
             if time.time() - first < driver.status_grace and not attempt.cancel_requested:
@@ -298,6 +374,7 @@ class Scheduler:
             scheduler_reason=status.scheduler_state or status.reason,
         )
         verdict = decide(ending, spec.resume, spec.retry, trial.failures, trial.resumes)
+        started_at, ended_at = ended_times(result, adir, attempt.started_at, time.time())
         self.store.update_attempt(
             conn,
             attempt.id,
@@ -307,8 +384,8 @@ class Scheduler:
             exit_code=(result or {}).get("exit_code"),
             signal=(result or {}).get("signal"),
             host=attempt.host or (result or {}).get("host"),  # the scheduler's node name
-            started_at=attempt.started_at or (result or {}).get("started_at"),
-            ended_at=(result or {}).get("ended_at") or time.time(),
+            started_at=started_at,
+            ended_at=ended_at,
         )
         self.store.transition(
             conn,
@@ -338,15 +415,24 @@ class Scheduler:
                 sweep = sweeps[sweep_id]
                 if Stopper.applies(sweep):
                     self.stopper.rule(conn, sweep, self._spec(sweep))
-        lines = 0
+        lines, backlog, drained = 0, False, False
         with self._tx() as conn:
             for attempt in live:
                 cursor = self._cursor(attempt, sweeps[attempt.sweep_id])
-                lines += self._ingest(conn, sweeps[attempt.sweep_id], attempt, cursor).lines
+                result = self._ingest(conn, sweeps[attempt.sweep_id], attempt, cursor)
+                lines += result.lines
+                backlog = backlog or result.more
+                drained = drained or (cursor.ended and not result.more)
         self._write_markers()
         self.stats.lines += lines
         quiet = min(self._ingest_delay * 2, MAX_INGEST_INTERVAL)
         self._ingest_delay = self.ingest_interval if lines else quiet
+        if backlog or drained:
+            # a chunk per attempt per pass keeps the loop live; the next pass comes at
+            # once until the backlog is read, then a poll ends the drained attempts
+            self._ingest_delay = 0.0 if backlog else self._ingest_delay
+            self._poll_now = self._poll_now or drained
+            self._wake.set()
 
     def _ingest(
         self, conn: Any, sweep: Any, attempt: Any, cursor: AttemptCursor, final: bool = False
@@ -369,55 +455,105 @@ class Scheduler:
     def _cursor(self, attempt: Any, sweep: Any) -> AttemptCursor:
         cursor = self._cursors.get(attempt.id)
         if cursor is None:
-            with self.store.read() as conn:
-                trial = self.store.trial_by_id(conn, attempt.trial_id)
-            cursor = AttemptCursor(
-                attempt_id=attempt.id,
-                trial_id=attempt.trial_id,
-                index=attempt.index,
-                number=attempt.number,
-                attempt_dir=self._attempt_dir(sweep, attempt),
-                offset=attempt.events_offset,
-                metric=sweep.metric_name,
-                mode=sweep.metric_mode,
-                last_step=trial.last_step,
-                best_value=trial.best_value,
-                best_step=trial.best_step,
-            )
+            with self.store.read() as conn:  # best and last step: of the attempt's lineage
+                cursor = open_cursor(
+                    self.store, conn, attempt, sweep, self._attempt_dir(sweep, attempt)
+                )
             self._cursors[attempt.id] = cursor
         return cursor
 
     # -- submission -----------------------------------------------------------
 
     async def _submit_pending(self, sweeps: dict[int, Any]) -> None:
+        """Launch each active sweep's pending trials. A sweep whose launch fails (its output
+        dir is full or read-only, its driver refuses) is marked (``troubles``) and retried
+        with growing backoff; the other sweeps, and polling, go on."""
         for sweep in sweeps.values():
             if sweep.state != "active":
                 continue
-            driver = self._driver(sweep.driver)
-            health = self.health.setdefault(sweep.driver, DriverHealth())
-            if driver is None or time.time() < health.next_try_at:
+            trouble = self.troubles.get(sweep.name)
+            if trouble is not None and time.time() < trouble.next_try_at:
                 continue
-            spec = self._spec(sweep)
-            with self.store.read() as conn:
-                free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
-            if free <= 0:
-                continue
-            if self.proposer.is_adaptive(spec):
-                with self._tx() as conn:
-                    self.proposer.top_up(conn, sweep, spec, free)
-            with self.store.read() as conn:
-                trials = self.store.pending_trials(conn, sweep.id, free)
-                if trials:
-                    self._note_bad_hosts(
-                        sweep,
-                        self.store.failing_hosts(conn, sweep.id, spec.retry.exclude_host_after),
-                    )
+            try:
+                await self._submit_sweep(sweep)
+            except WritesRefused:
+                raise
+            except Exception as exc:
+                self._sweep_failed(sweep.name, exc)
+
+    async def _submit_sweep(self, sweep: Any) -> None:
+        driver = self._driver(sweep.driver)
+        health = self.health.setdefault(sweep.driver, DriverHealth())
+        if driver is None or time.time() < health.next_try_at:
+            return
+        spec = self._spec(sweep)
+        with self.store.read() as conn:
+            free = spec.max_concurrent - self.store.live_count(conn, sweep.id)
+        if free <= 0:
+            return
+        if self.proposer.is_adaptive(spec):
+            with self._tx() as conn:
+                self.proposer.top_up(conn, sweep, spec, free)
+        hosts: dict[str, int] = {}
+        with self.store.read() as conn:
+            trials, waits = self._ready_trials(conn, sweep, free)
             if trials:
-                await self._submit_trials(sweep, spec, driver, trials)
+                hosts = self.store.failing_hosts(conn, sweep.id, spec.retry.exclude_host_after)
+        if waits:
+            with self._tx() as conn:
+                for trial_id, reason in waits.items():
+                    self.store.update_trial_progress(conn, trial_id, reason=reason)
+        if trials:
+            await self._exclude_hosts(sweep, spec, driver, hosts)
+            await self._submit_trials(sweep, spec, driver, trials)
+
+    def _ready_trials(self, conn: Any, sweep: Any, free: int) -> tuple[list[Any], dict[int, str]]:
+        """Up to ``free`` pending trials that may go now, and the new pending reasons of those
+        the crash-loop backoff holds back (``crash_delay``: a trial that keeps failing waits
+        1, 2, 4, ... s, at most 5 min, between attempts; a resume or success resets it)."""
+        now = time.time()
+        held = sum(1 for until in self._retry_at.values() if until > now)
+        rows = self.store.pending_trials(conn, sweep.id, free + held)
+        fresh = [t for t in rows if t.failures and self._retry_at.get(t.id, 0.0) <= now]
+        waits: dict[int, str] = {}
+        if fresh:
+            streaks = self.store.failure_streaks(conn, [t.id for t in fresh])
+            for trial in fresh:
+                streak, ended = streaks.get(trial.id, (0, None))
+                self._retry_at.pop(trial.id, None)
+                until = (ended or now) + crash_delay(streak)
+                if until > now:
+                    self._retry_at[trial.id] = until
+                    base = (trial.reason or "failed").split("; next attempt in")[0]
+                    waits[trial.id] = (
+                        f"{base}; next attempt in {until - now:.0f} s "
+                        f"(crash-loop backoff after {streak} failure(s) in a row)"
+                    )
+        for trial_id in [k for k, until in self._retry_at.items() if until <= now]:
+            del self._retry_at[trial_id]
+        ready = [t for t in rows if t.id not in self._retry_at]
+        return ready[:free], waits
+
+    async def _exclude_hosts(
+        self, sweep: Any, spec: SweepSpec, driver: Driver, hosts: dict[str, int]
+    ) -> None:
+        """Note the hosts to exclude, never all the eligible ones (the driver lists those
+        where it can tell): the last eligible host stays, or nothing could ever run."""
+        if hosts:
+            options = spec.driver_options.get(sweep.driver, {})
+            try:
+                eligible = await asyncio.to_thread(driver.eligible_hosts, spec.resources, options)
+            except Exception as exc:
+                log.warning("sweep %s: cannot list eligible hosts: %s", sweep.name, exc)
+                eligible = None
+            hosts = keep_one_eligible(sweep.name, hosts, eligible)
+        self._note_bad_hosts(sweep, hosts)
 
     def _note_bad_hosts(self, sweep: Any, hosts: dict[str, int]) -> None:
         """Remember (and report once) the hosts this sweep's new attempts must avoid."""
         known = self._bad_hosts.setdefault(sweep.id, {})
+        for host in [h for h in known if h not in hosts]:
+            del known[host]
         for host, failures in hosts.items():
             if host not in known:
                 log.warning(
@@ -428,19 +564,28 @@ class Scheduler:
                 )
         known.update(hosts)
 
+    def retry_waits(self) -> list[float]:
+        """When each trial held by the crash-loop backoff may go (for ``status``)."""
+        return list(self._retry_at.values())
+
     def bad_hosts(self, sweep_id: int) -> dict[str, int]:
         return dict(self._bad_hosts.get(sweep_id, {}))
 
     async def _submit_trials(
         self, sweep: Any, spec: SweepSpec, driver: Driver, trials: Sequence[Any]
     ) -> None:
-        requests, rows = [], []
+        requests, rows, taken, refused = [], [], [], []
         repro = self._repro(sweep)
+        code = await asyncio.to_thread(attempt_code, repro, sweep.output_dir, spec.source)
         for trial in trials:
             number = trial.attempts + 1
             token = f"cd-{sweep.name[:40]}-{trial.index}-{number}-{secrets.token_hex(3)}"
             adir = layout.attempt_dir(sweep.output_dir, trial.index, number)
-            self._write_launch(sweep, spec, driver, repro, trial, number, adir)
+            why = self._write_launch(sweep, spec, driver, repro, trial, number, adir, token)
+            if why is not None:
+                refused.append((trial, number, token, why))
+                continue
+            taken.append(trial)
             rows.append(
                 {
                     "trial_id": trial.id,
@@ -449,21 +594,37 @@ class Scheduler:
                     "state": "submitting",
                     "events_offset": 0,
                     "cancel_requested": False,
+                    **code,  # the code this attempt runs (per attempt, issue #12 item 7)
                 }
             )
             requests.append(self._request(sweep, spec, trial.index, number, token, adir))
         with self._tx() as conn:
             self.store.add_attempts(conn, rows)
-            for trial, row in zip(trials, rows, strict=True):
+            for trial, row in zip(taken, rows, strict=True):
                 self.store.transition(
                     conn, trial, "queued", "submitted", row["number"], attempts=row["number"]
                 )
+            self._refuse_new(conn, refused)
         await self._send(sweep.driver, driver, requests)
 
     async def _send(self, name: str, driver: Driver, requests: list[JobRequest]) -> None:
-        accepted = await self._call(name, driver.submit, requests)
-        if not accepted:
+        """Submit (after checking, in the database, that this daemon still holds the lease);
+        a failed submit backs off the requests' sweeps only, never the driver's polls."""
+        sweeps = sorted({r.sweep for r in requests})
+        if any(time.time() < self._trouble_until(s) for s in sweeps):
+            return  # attempts stay 'submitting'; offered again when the sweep's backoff ends
+        await asyncio.to_thread(check_write_guard, self.store.engine)
+        try:
+            accepted = await asyncio.to_thread(driver.submit, requests)
+        except Exception as exc:
+            for sweep_name in sweeps:
+                self._sweep_failed(sweep_name, exc, f"driver {name}: submit failed: ")
             return  # attempts stay 'submitting'; found or resubmitted on a later pass
+        for sweep_name in sweeps:
+            if self.troubles.pop(sweep_name, None) is not None:
+                log.info("sweep %s: launches work again", sweep_name)
+        if not accepted:
+            return
         now = time.time()
         with self._tx() as conn:
             ids = self.store.attempt_ids(conn, list(accepted))
@@ -510,9 +671,16 @@ class Scheduler:
                 adir = self._attempt_dir(sweep, a)
                 with self.store.read() as conn:
                     trial = self.store.trial_by_id(conn, a.trial_id)
-                self._write_launch(sweep, spec, driver, self._repro(sweep), trial, a.number, adir)
+                why = self._write_launch(
+                    sweep, spec, driver, self._repro(sweep), trial, a.number, adir, a.token, True
+                )
+                if why is not None:  # not ours, or it ran: end the attempt, never reuse the dir
+                    with self._tx() as conn:
+                        self._refuse_known(conn, a, why)
+                    continue
                 requests.append(self._request(sweep, spec, a.index, a.number, a.token, adir))
-            await self._send(name, driver, requests)
+            if requests:
+                await self._send(name, driver, requests)
 
     def _request(
         self, sweep: Any, spec: SweepSpec, index: int, number: int, token: str, adir: str
@@ -544,10 +712,15 @@ class Scheduler:
         trial: Any,
         number: int,
         adir: str,
-    ) -> None:
-        os.makedirs(adir, exist_ok=True)
+        token: str,
+        again: bool = False,
+    ) -> str | None:
+        """Create the attempt dir once and write launch.json 0600 in it (launchfile.py);
+        the reason when the dir is refused (it exists and is not this unstarted attempt's).
+        ``again``: the attempt is recorded already and its launch is written a second time."""
         launch = {
             "version": 1,
+            "token": token,
             "sweep": sweep.name,
             "trial_index": trial.index,
             "trial_id": f"{sweep.name}/{trial.index}",
@@ -569,11 +742,34 @@ class Scheduler:
             "kill_grace": KILL_GRACE,
             "gpu_interval": spec.gpu.interval,
         }
-        # no fsync: after a host crash the attempt is resubmitted and this file rewritten
-        tmp = os.path.join(adir, ".launch.json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(launch, fh, indent=1)
-        os.replace(tmp, os.path.join(adir, "launch.json"))
+        try:
+            write_launch(sweep.output_dir, trial.index, number, launch, again=again)
+        except AttemptDirRefused as exc:
+            log.warning("sweep %s: trial %d: %s", sweep.name, trial.index, exc)
+            return str(exc)
+        return None
+
+    def _refuse_new(self, conn: Any, refused: list[tuple[Any, int, str, str]]) -> None:
+        """Attempts whose dir was refused before they were recorded: recorded as ended,
+        their trial failed with the reason (running them would mix two runs' files)."""
+        now = time.time()
+        for trial, number, token, why in refused:
+            row = {"trial_id": trial.id, "number": number, "token": token, "state": "ended"}
+            row.update(outcome="failed", reason=why, ended_at=now, events_offset=0)
+            self.store.add_attempts(conn, [{**row, "cancel_requested": False}])
+            self.store.transition(
+                conn, trial, "failed", why, number, attempts=number, failures=trial.failures + 1
+            )
+
+    def _refuse_known(self, conn: Any, attempt: Any, why: str) -> None:
+        """A recorded, unconfirmed attempt whose dir is refused: it ends, never resubmitted."""
+        self.store.update_attempt(
+            conn, attempt.id, state="ended", outcome="failed", reason=why, ended_at=time.time()
+        )
+        trial = self.store.trial_by_id(conn, attempt.trial_id)
+        self.store.transition(
+            conn, trial, "failed", why, attempt.number, failures=trial.failures + 1
+        )
 
     # -- early stopping -------------------------------------------------------
 
@@ -709,6 +905,38 @@ class Scheduler:
                 for sweep in done:
                     self.store.set_sweep_state(conn, sweep, "done")
 
+    def _trouble_until(self, sweep_name: str) -> float:
+        trouble = self.troubles.get(sweep_name)
+        return 0.0 if trouble is None else trouble.next_try_at
+
+    def _sweep_failed(self, sweep_name: str, exc: BaseException, prefix: str = "") -> None:
+        """Mark a sweep whose launch failed; it alone backs off (2 s doubling to 5 min)."""
+        reason = prefix + _describe(exc)
+        now = time.time()
+        trouble = self.troubles.get(sweep_name)
+        if trouble is None:
+            trouble = self.troubles[sweep_name] = SweepTrouble(reason=reason, since=now)
+        else:
+            trouble.failures += 1
+            trouble.reason = reason
+        delay = backoff_delay(trouble.failures)
+        trouble.next_try_at = now + delay
+        log.warning(
+            "sweep %s: cannot launch trials (%d failed in a row): %s; next try in %.0f s",
+            sweep_name,
+            trouble.failures,
+            reason,
+            delay,
+        )
+
+    def _driver_failed(self, name: str, exc: BaseException) -> None:
+        """A poll (or the recovery of unconfirmed launches) failed outside the driver call:
+        noted in the driver's health; the next pass tries again, other drivers go on."""
+        health = self.health.setdefault(name, DriverHealth())
+        message = _describe(exc)
+        health.last_error, health.last_error_at = message, time.time()
+        log.warning("driver %s: tracking jobs failed: %s", name, message)
+
     def _driver(self, name: str) -> Driver | None:
         try:
             return self.drivers.get(name)
@@ -755,3 +983,40 @@ class Scheduler:
             job_id=attempt.job_id,
             attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
         )
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failure: the user-facing message, or the OS error with its path."""
+    if isinstance(exc, ClusterdError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"cannot write the sweep's files ({exc.strerror}{where})"
+    return repr(exc)
+
+
+def keep_one_eligible(
+    sweep_name: str, hosts: dict[str, int], eligible: set[str] | None
+) -> dict[str, int]:
+    """``hosts`` to exclude, minus the one with the fewest failures when they would cover
+    every eligible host (host names match node names in full or by their first label)."""
+    if not eligible or not hosts:
+        return hosts
+
+    def node(host: str) -> str | None:
+        if host in eligible:
+            return host
+        short = host.split(".", 1)[0]
+        return short if short in eligible else None
+
+    covered = {node(h) for h in hosts} - {None}
+    if covered != eligible:
+        return hosts
+    keep = min((h for h in hosts if node(h) is not None), key=lambda h: (hosts[h], h))
+    log.warning(
+        "sweep %s: not excluding host %s after %d failures: it is the last eligible one",
+        sweep_name,
+        keep,
+        hosts[keep],
+    )
+    return {h: n for h, n in hosts.items() if h != keep}

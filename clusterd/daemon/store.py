@@ -34,10 +34,12 @@ from sqlalchemy import (
 )
 
 from clusterd.daemon import db
+from clusterd.daemon.hostfail import host_failure_clause
 from clusterd.daemon.models import (
     Attempt,
     Checkpoint,
     GpuSample,
+    Meta,
     Metric,
     Sweep,
     Transition,
@@ -60,6 +62,7 @@ C = cast(Table, Checkpoint.__table__)
 G = cast(Table, GpuSample.__table__)
 X = cast(Table, Transition.__table__)
 E = cast(Table, TrialError.__table__)
+MT = cast(Table, Meta.__table__)
 
 #: a sweep row without ``repro`` (git diff, pip freeze: kilobytes of JSON per sweep), for
 #: the lists read on every request and every scheduling pass; launches read it alone
@@ -105,7 +108,11 @@ _ACTIVE_SWEEPS = select(*SWEEP_LIST_COLUMNS).where(S.c.state == "active").order_
 _HOST_FAILURES = (
     select(T.c.sweep_id, A.c.host, func.count())
     .join(T, A.c.trial_id == T.c.id)
-    .where(A.c.outcome.in_(("failed", "lost", "timeout")), A.c.host.is_not(None))
+    .where(
+        A.c.outcome.in_(("failed", "lost")),  # (ix_attempts_outcome) then the host rule
+        host_failure_clause(A),
+        A.c.host.is_not(None),
+    )
     .group_by(T.c.sweep_id, A.c.host)
 )
 # "+ 0": SQLite would otherwise walk every trial of the sweep and its attempts; this way
@@ -238,8 +245,10 @@ class Store:
         spec: dict[str, Any],
         trials: Sequence[tuple[dict[str, Any], str]],
         repro: dict[str, Any] | None,
+        uid: str | None = None,
     ) -> int:
-        """Persist a sweep and all its trials (pending) in one transaction."""
+        """Persist a sweep and all its trials (pending) in one transaction; ``uid`` is the
+        random identity its output directory's marker names (``daemon.outputs``)."""
         now = time.time()
         metric = spec.get("metric") or {}
         with self.tx() as conn:
@@ -259,6 +268,7 @@ class Store:
                     metric_name=metric.get("name"),
                     metric_mode=metric.get("mode"),
                     repro=repro,
+                    uid=uid,
                     created_at=now,
                     updated_at=now,
                 )
@@ -329,6 +339,40 @@ class Store:
                 ).where(and_(T.c.sweep_id == sweep_id, T.c.index >= first_index)),
             )
         )
+
+    def sweep_by_uid(self, conn: Connection, uid: str) -> Any:
+        """The sweep an output directory's marker names, None if it was removed."""
+        return conn.execute(select(*SWEEP_LIST_COLUMNS).where(S.c.uid == uid)).first()
+
+    def database_id(self) -> str:
+        """This database's random identity (migration 0003 writes it; a schema made by
+        ``create_all`` gets one on first use). Cached: it never changes."""
+        cached: str | None = getattr(self, "_database_id", None)
+        if cached is not None:
+            return cached
+        with self.read() as conn:
+            value = conn.execute(select(MT.c.value).where(MT.c.key == "database_id")).scalar()
+        if value is None:
+            import secrets
+
+            with self.tx() as conn:
+                value = conn.execute(select(MT.c.value).where(MT.c.key == "database_id")).scalar()
+                if value is None:
+                    value = secrets.token_hex(16)
+                    conn.execute(insert(MT).values(key="database_id", value=value))
+        self._database_id = str(value)
+        return self._database_id
+
+    def last_attempt_code(
+        self, conn: Connection, sweep_id: int
+    ) -> dict[int, tuple[str | None, bool | None]]:
+        """Per trial index, the commit and dirty flag its last attempt ran (``export``)."""
+        q = (
+            select(T.c.index, A.c.code_commit, A.c.code_dirty)
+            .join(A, and_(A.c.trial_id == T.c.id, A.c.number == T.c.attempts))
+            .where(T.c.sweep_id == sweep_id)
+        )
+        return {index: (commit, dirty) for index, commit, dirty in conn.execute(q)}
 
     def sweep_counts(self, conn: Connection) -> dict[int, dict[str, int]]:
         counts: dict[int, dict[str, int]] = {}
@@ -555,6 +599,74 @@ class Store:
     def update_trial_progress(self, conn: Connection, trial_id: int, **values: Any) -> None:
         conn.execute(_UPDATE_TRIAL, {**_columns(_TRIAL_COLUMNS, values, "trial"), "b_id": trial_id})
 
+    def lineage(self, conn: Connection, trial_id: int, number: int) -> list[tuple[int, int | None]]:
+        """The attempts whose metrics count for attempt ``number``'s result, as (attempt,
+        last step that counts; None: every step), newest first (docs/runtime.md).
+
+        An attempt resumes from the newest checkpoint recorded before it (what
+        ``checkpoints/LATEST.json`` holds): the last one, in file order, of the latest
+        earlier attempt that recorded any. Its values up to that checkpoint's step count,
+        and so on back; an attempt with no checkpoint before it started from scratch and
+        ends the lineage, so the attempts before it count for nothing."""
+        last = (
+            select(func.max(C.c.id).label("id"))
+            .where(C.c.trial_id == trial_id, C.c.attempt < number)
+            .group_by(C.c.attempt)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(C.c.attempt, C.c.step).join(last, C.c.id == last.c.id).order_by(C.c.attempt)
+        ).all()
+        segments: list[tuple[int, int | None]] = [(number, None)]
+        limit: int | None = None
+        for attempt, step in reversed(rows):  # each attempt's base: the latest one before it
+            if attempt >= segments[-1][0]:
+                continue
+            limit = step if limit is None else min(limit, step)
+            segments.append((attempt, limit))
+        return segments
+
+    def lineage_best(
+        self, conn: Connection, trial_id: int, number: int, name: str, mode: str | None
+    ) -> tuple[float, int] | None:
+        """(value, step) of the best ``name`` over attempt ``number``'s lineage: the first
+        in report order among equals, as the scheduler's running best keeps it."""
+        parts = [
+            and_(M.c.attempt == a, M.c.step <= k) if k is not None else M.c.attempt == a
+            for a, k in self.lineage(conn, trial_id, number)
+        ]
+        order = M.c.value.desc() if mode == "max" else M.c.value.asc()
+        q = (
+            select(M.c.value, M.c.step)
+            .where(M.c.trial_id == trial_id, M.c.name == name, or_(*parts))
+            .order_by(order, M.c.attempt, M.c.id)
+            .limit(1)
+        )
+        row = conn.execute(q).first()
+        return (row[0], row[1]) if row is not None else None
+
+    def sweep_output_dir(self, conn: Connection, sweep_id: int) -> str:
+        """The sweep's output dir alone (an attempt's files, without reading the sweep row)."""
+        return str(conn.execute(select(S.c.output_dir).where(S.c.id == sweep_id)).scalar_one())
+
+    def attempt_last_step(self, conn: Connection, trial_id: int, number: int) -> int | None:
+        """The highest step an attempt reported (any metric), None before its first."""
+        q = select(func.max(M.c.step)).where(M.c.trial_id == trial_id, M.c.attempt == number)
+        return conn.execute(q).scalar()
+
+    def has_trial_error(self, conn: Connection, trial_id: int, attempt: int, prefix: str) -> bool:
+        """Whether the attempt already has an error starting with ``prefix`` (said once)."""
+        q = (
+            select(E.c.id)
+            .where(
+                E.c.trial_id == trial_id,
+                E.c.attempt == attempt,
+                E.c.message.startswith(prefix, autoescape=True),
+            )
+            .limit(1)
+        )
+        return conn.execute(q).first() is not None
+
     def publish(self, change: Change) -> None:
         """Queue a change that is not a state transition (progress) for this transaction."""
         self._changes.append(change)
@@ -659,8 +771,37 @@ class Store:
                 self.set_sweep_state(conn, sweep, "active")
         return len(trials)
 
+    def failure_streaks(
+        self, conn: Connection, trial_ids: Sequence[int]
+    ) -> dict[int, tuple[int, float | None]]:
+        """Per trial: how many of its last attempts in a row were genuine failures (not
+        resumes), and when the last one ended -- the crash-loop backoff's inputs."""
+        out: dict[int, tuple[int, float | None]] = {}
+        for chunk in range(0, len(trial_ids), 500):
+            part = list(trial_ids[chunk : chunk + 500])
+            q = (
+                select(A.c.trial_id, A.c.outcome, A.c.reason, A.c.ended_at)
+                .where(A.c.trial_id.in_(part), A.c.state == "ended")
+                .order_by(A.c.trial_id, A.c.number.desc())
+            )
+            closed: set[int] = set()
+            for trial_id, outcome, reason, ended_at in conn.execute(q):
+                streak, last = out.get(trial_id, (0, ended_at))
+                if trial_id in closed:
+                    continue
+                failed = outcome in ("failed", "lost", "timeout") and "resuming" not in (
+                    reason or ""
+                )
+                if failed:
+                    out[trial_id] = (streak + 1, last)
+                else:
+                    out.setdefault(trial_id, (0, last))
+                    closed.add(trial_id)
+        return out
+
     def failing_hosts(self, conn: Connection, sweep_id: int, threshold: int) -> dict[str, int]:
-        """Hosts with at least ``threshold`` failed or lost attempts of this sweep."""
+        """Hosts with at least ``threshold`` attempts of this sweep that failed because of
+        the host (``hostfail``: signals from outside, lost jobs; never exit codes)."""
         if threshold <= 0:
             return {}
         return hosts_over(self.host_failures(conn, sweep_id).get(sweep_id, {}), threshold)

@@ -96,8 +96,9 @@ class Driver(ABC):
     name: ClassVar[str]
     #: seconds between polls when nothing happens; shared schedulers use >= 30
     poll_interval: ClassVar[float] = 30.0
-    #: False where the scheduler does not enforce ``resources.time`` (the runner then does)
-    enforces_time_limit: ClassVar[bool] = True
+    #: True only where the scheduler itself enforces ``resources.time`` (Slurm); the safe
+    #: default is False: the runner then sends TERM at the limit (and KILL after the grace)
+    enforces_time_limit: ClassVar[bool] = False
     #: seconds a job may be gone without the runner's status.json appearing before the
     #: attempt is declared lost (shared filesystems can lag behind the scheduler)
     status_grace: ClassVar[float] = 60.0
@@ -105,6 +106,7 @@ class Driver(ABC):
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
         self._wakeup: Callable[[], None] = lambda: None
+        self._may_launch: Callable[[], bool] = lambda: True
 
     def set_wakeup(self, callback: Callable[[], None]) -> None:
         """Register a thread-safe callback to call when a job may have changed state.
@@ -113,6 +115,15 @@ class Driver(ABC):
         so that the daemon polls at once instead of waiting ``poll_interval``.
         """
         self._wakeup = callback
+
+    def set_launch_guard(self, may_launch: Callable[[], bool]) -> None:
+        """Register a thread-safe check to ask before starting a job on the driver's own.
+
+        A driver that starts jobs outside ``submit`` (the local driver starts queued jobs
+        as slots free up, on its watcher thread) asks it first and starts nothing while it
+        is False: the daemon lost its lease, and the jobs are another daemon's now.
+        """
+        self._may_launch = may_launch
 
     def validate(self, spec: SweepSpec) -> None:  # noqa: B027 - optional hook
         """Raise ``UnsupportedResource``/``SpecError`` if this driver cannot run the sweep.
@@ -147,6 +158,13 @@ class Driver(ABC):
 
     def describe_cluster(self) -> ClusterInfo:
         return ClusterInfo(driver=self.name)
+
+    def eligible_hosts(self, resources: Resources, options: Mapping[str, Any]) -> set[str] | None:
+        """The hosts a job with these resources and ``[drivers.<name>]`` options may run on
+        (e.g. its partition's nodes), so that the daemon never excludes the last of them;
+        None where the driver cannot tell (the default). Called only when some host is
+        about to be excluded; drivers should cache the answer."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; running jobs keep running."""

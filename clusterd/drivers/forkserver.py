@@ -36,7 +36,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FORKED_FILE", "ForkServerClient", "claim_spawn", "runner_path", "serve"]
+__all__ = [
+    "FORKED_FILE",
+    "ForkServerClient",
+    "SpawnNotSent",
+    "claim_spawn",
+    "runner_path",
+    "serve",
+]
 
 #: written by each forked job in its working directory (the attempt dir): "pid starttime"
 FORKED_FILE = "forked.pid"
@@ -97,8 +104,12 @@ def _fork(request: dict[str, Any], runner: Any, runner_path: str) -> int:
                 os.unlink(os.path.join(cwd, CLAIM_PREFIX + str(spawn)))
         raise
     if pid:
-        os.close(log_fd)
-        _mark_forked(pid, request["cwd"])  # before replying: the driver may crash next
+        # Forked: from here on the reply is the pid, whatever fails (a missing marker only
+        # makes a crashed driver's search harder; an error reply would read "not started").
+        with contextlib.suppress(OSError):
+            os.close(log_fd)
+        with contextlib.suppress(Exception):
+            _mark_forked(pid, request["cwd"])  # before replying: the driver may crash next
         return pid
     _become_job(argv, env, request["cwd"], log_fd, runner, runner_path)
     return 0  # not reached
@@ -168,6 +179,10 @@ def _close_other_fds() -> None:
                 os.close(fd)
 
 
+class SpawnNotSent(OSError):
+    """The request reached no fork server (none could be started): nothing was forked."""
+
+
 class ForkServerClient:
     """The driver's end: starts the server on first use and restarts it if it died.
 
@@ -183,14 +198,24 @@ class ForkServerClient:
         self, argv: list[str], env: dict[str, str], cwd: str, log: str, spawn: str | None = None
     ) -> int:
         """Fork a job (once per ``spawn`` id, see :func:`claim_spawn`); return its pid.
-        OSError if the server cannot do it."""
+
+        SpawnNotSent if no server got the request (certainly not forked); any other
+        OSError if a server got it and did not answer with a pid (whether it forked is
+        then for the spawn claim to tell)."""
         request = {"argv": argv, "env": env, "cwd": cwd, "log": log, "spawn": spawn}
         line = json.dumps(request).encode() + b"\n"
+        sent = False
         for _ in range(2):  # one restart if the server had died
-            proc = self._ensure()
+            try:
+                proc = self._ensure()
+            except OSError as exc:  # e.g. EMFILE creating its pipes
+                if not sent:
+                    raise SpawnNotSent(f"cannot start the fork server: {exc}") from exc
+                raise
             try:
                 proc.stdin.write(line)
                 proc.stdin.flush()
+                sent = True
                 reply = proc.stdout.readline()
             except OSError:
                 reply = b""

@@ -17,9 +17,15 @@ JOB_FILE = "job.json"
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Temp file + rename, so a reader sees the old record or the new one, never half.
-    No fsync: it guards against a daemon crash (a host crash kills local jobs anyway)."""
+    No fsync: it guards against a daemon crash (a host crash kills local jobs anyway).
+    The temp file is created 0600 with O_EXCL|O_NOFOLLOW: job.json may carry the
+    sweep's ``[env] vars`` (API keys), and a symlink planted in a shared output dir
+    must never be written through (DESIGN.md principle 7)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.unlink(missing_ok=True)  # our own leftover of a crash; unlink never follows a link
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(tmp, flags, 0o600), "w") as fh:
+        fh.write(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
 
 

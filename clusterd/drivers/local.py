@@ -28,12 +28,22 @@ Nothing is lost across a daemon restart, and nothing runs twice:
   ours, the job never started and now never will from the old request: it is
   queued again. If the spawner's, it did start, and ended without a trace.
 
+A launch is "could not start" only when it certainly did not start. Once the
+fork may have happened (the fork server got the request, or Popen returned), any
+failure -- typically EMFILE from ``pidfd_open`` or ``/proc/<pid>/stat`` when the
+daemon is out of descriptors -- leaves job.json "starting" and the job *unsettled*:
+each poll reports it queued ("state unknown") and tries the recovery above again,
+until it is adopted or known gone. Likewise, a recovery that cannot look (out of
+descriptors or memory) says "unknown" and looks again; it never concludes "gone".
+
 Linux only (pidfd_open needs kernel >= 5.3).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import os
 import secrets
@@ -50,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
-from clusterd.drivers.forkserver import FORKED_FILE, ForkServerClient, claim_spawn
+from clusterd.drivers.forkserver import FORKED_FILE, ForkServerClient, SpawnNotSent, claim_spawn
 from clusterd.drivers.hookspecs import hookimpl
 from clusterd.drivers.jobfile import JOB_FILE, read_job_file, write_json_atomic
 from clusterd.errors import DriverError, SpecError, UnsupportedResource
@@ -80,6 +90,17 @@ NVIDIA_SMI = (
 )
 NVIDIA_SMI_TIMEOUT = 10.0
 DEFAULT_KILL_TIMEOUT = 30.0
+#: errors that say "not now" (out of descriptors or memory), not "no such thing"
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+
+
+class _Unsure(Exception):
+    """The job may have started and the driver cannot tell now: never "not started"."""
+
+
+def _short_of_resources(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS
+
 
 #: keys of the driver's own options (daemon configuration) and of a sweep's [drivers.local]
 DRIVER_OPTIONS = ("cpus", "gpus", "kill_timeout")
@@ -143,12 +164,29 @@ def _forked_leader(attempt_dir: str) -> tuple[int, int] | None:
     /proc environ is the server's, so the token search below cannot find it)."""
     try:
         pid, starttime = (int(x) for x in (Path(attempt_dir) / FORKED_FILE).read_text().split())
-    except (OSError, ValueError):
+    except OSError as exc:
+        if _short_of_resources(exc):
+            raise  # cannot look now: not the same as "no marker"
+        return None
+    except ValueError:
         return None
     stat = read_proc_stat(pid)
     if stat is None or not stat.alive or stat.starttime != starttime or stat.session != pid:
         return None
     return pid, starttime
+
+
+def _leader_from_hint(hint: _Unsettled | None) -> tuple[int, int] | None:
+    """``(pid, starttime)`` of the pid a fork returned before the driver could track it:
+    a live session leader started within 2 s of that fork (else the pid was recycled)."""
+    if hint is None or not hint.pid:
+        return None
+    stat = read_proc_stat(hint.pid)
+    if stat is None or not stat.alive or stat.session != hint.pid:
+        return None
+    if abs(stat.starttime - hint.forked_near) > 2 * os.sysconf("SC_CLK_TCK"):
+        return None
+    return hint.pid, stat.starttime
 
 
 def _find_session_leader(token: str) -> tuple[int, int] | None:
@@ -163,7 +201,9 @@ def _find_session_leader(token: str) -> tuple[int, int] | None:
             continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:  # another user's process, or it just exited
+        except OSError as exc:  # another user's process, or it just exited
+            if _short_of_resources(exc):
+                raise  # cannot look now: not the same as "not there"
             continue
         if needle in environ:
             return pid, stat.starttime
@@ -184,6 +224,39 @@ def parse_job_id(job_id: str | None) -> tuple[int, int] | None:
 
 def _queued_job_id(token: str) -> str:
     return f"queued:{token}"
+
+
+def _read_job(attempt_dir: str, token: str) -> dict[str, Any] | None:
+    """``job.json`` of ``token`` like ``read_job_file``, except that being out of
+    descriptors raises: "cannot read it now" must never pass for "there is none"."""
+    try:
+        data = json.loads((Path(attempt_dir) / JOB_FILE).read_bytes())
+    except OSError as exc:
+        if _short_of_resources(exc):
+            raise
+        return None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("token") != token:
+        return None
+    return data
+
+
+def _boot_ticks() -> int:
+    """Now, in /proc/<pid>/stat starttime units (clock ticks since boot; needs no fd)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+@dataclass
+class _Unsettled:
+    """A job that may have started, whose process the driver could not confirm yet."""
+
+    attempt_dir: str
+    cpus: int
+    gpu_ids: tuple[str, ...]
+    pid: int | None  # what the fork returned, if it got that far
+    forked_near: int  # _boot_ticks() at the fork: a recycled pid started elsewhen
+    why: str
 
 
 # --------------------------------------------------------------------------- GPUs
@@ -515,6 +588,8 @@ class LocalDriver(Driver):
         self._queue: dict[str, _Queued] = {}  # FIFO: dicts keep insertion order
         self._running: dict[str, _Running] = {}
         self._ended: dict[str, str] = {}  # token -> why, for jobs that ended without running
+        self._unsettled: dict[str, _Unsettled] = {}  # may have started; looked for each poll
+        self._cancel_later: set[str] = set()  # cancelled while unsettled: sent once found
         self._capacity: _Capacity | None = None  # built on first use (nvidia-smi is slow)
         self._watcher: _ExitWatcher | None = None
         self._forkserver: ForkServerClient | None = None  # started on the first job
@@ -556,7 +631,7 @@ class LocalDriver(Driver):
     def poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
         """Where each job is; jobs a previous daemon started are adopted or re-queued here."""
         with self._lock:
-            gone = {ref.token: self._recover(ref) for ref in jobs if not self._knows(ref.token)}
+            gone = {ref.token: self._reconcile(ref) for ref in jobs if not self._knows(ref.token)}
             self._start_queued()
             return {
                 ref.token: self._known_status(ref.token)
@@ -571,7 +646,9 @@ class LocalDriver(Driver):
         with self._lock:
             for ref in jobs:
                 if not self._knows(ref.token):
-                    self._recover(ref)
+                    self._reconcile(ref)
+                if ref.token in self._unsettled:
+                    self._cancel_later.add(ref.token)  # sent once the job is found
                 self._cancel_one(ref.token)
             if self._watcher is not None:
                 self._watcher.poke()  # arm the kill deadlines
@@ -579,8 +656,8 @@ class LocalDriver(Driver):
     def find(self, jobs: Sequence[JobRef]) -> dict[str, str]:
         """Job ids from the attempts' job.json (written before the job could start)."""
         found = {}
-        for ref in jobs:
-            data = read_job_file(ref.attempt_dir, ref.token)
+        for ref in jobs:  # out of descriptors, this raises: "not found" would resubmit
+            data = _read_job(ref.attempt_dir, ref.token)
             if data is not None and isinstance(data.get("job_id"), str):
                 found[ref.token] = data["job_id"]
         return found
@@ -597,6 +674,8 @@ class LocalDriver(Driver):
             children = [r.popen for r in self._running.values() if r.popen is not None]
             self._running.clear()
             self._queue.clear()
+            self._unsettled.clear()
+            self._cancel_later.clear()
             self._capacity = None
         if watcher is not None:
             watcher.stop()
@@ -638,9 +717,9 @@ class LocalDriver(Driver):
         current = self._job_id(job.token)
         if current is not None:
             return current
-        if read_job_file(job.attempt_dir, job.token) is not None:
+        if job.token in self._unsettled or _read_job(job.attempt_dir, job.token) is not None:
             ref = JobRef(job.token, None, job.attempt_dir)
-            gone = self._recover(ref)
+            gone = self._reconcile(ref)
             return self._job_id(job.token) or (gone and gone.job_id) or _queued_job_id(job.token)
         self._enqueue(job, time.time())
         return _queued_job_id(job.token)
@@ -659,6 +738,8 @@ class LocalDriver(Driver):
         for ``retryable`` tokens that failed to start (they are forgotten, to be offered
         again); other failures are recorded as failed jobs."""
         failures: dict[str, str] = {}
+        if self._queue and not self._may_launch():
+            return failures  # the daemon lost its lease: these jobs are not ours to start
         cap = self._cap()
         while self._queue:
             token, queued = next(iter(self._queue.items()))
@@ -672,6 +753,11 @@ class LocalDriver(Driver):
                 self._spawn(queued)
             except OSError as exc:
                 error = f"could not start {queued.request.argv[:1]}: {exc}"
+                if _short_of_resources(exc) and token not in retryable:
+                    # certainly not started, and no fault of the job's: first in line again
+                    self._queue = {token: queued, **self._queue}
+                    log.warning("local driver: cannot start jobs now (%s); retrying", exc)
+                    break
                 if token in retryable:
                     failures[token] = error
                     (Path(queued.request.attempt_dir) / JOB_FILE).unlink(missing_ok=True)
@@ -693,16 +779,42 @@ class LocalDriver(Driver):
         job, cap = queued.request, self._cap()
         gpu_ids = cap.take(job.token, queued.cpus, queued.gpus)
         spawn = secrets.token_hex(6)  # claimed by whoever forks it (see _recover_from_state)
+        forked_near = _boot_ticks()
         try:
             self._write_state(
                 job.token, job.attempt_dir, "starting", gpu_ids=list(gpu_ids), spawn=spawn
             )
             pid, popen = self._fork(job, gpu_ids, spawn)
-        except OSError:
+        except _Unsure as exc:
+            self._unsure(
+                job.token, _Unsettled(job.attempt_dir, queued.cpus, gpu_ids, None, 0, ""), exc
+            )
+            return
+        except OSError:  # certainly not started (see _fork)
             cap.release(job.token)
             raise
+        try:
+            self._started(queued, gpu_ids, pid, popen)
+        except Exception as exc:  # after the fork, nothing means "not started"
+            entry = _Unsettled(job.attempt_dir, queued.cpus, gpu_ids, pid, forked_near, "")
+            self._unsure(job.token, entry, exc)
+
+    def _started(
+        self,
+        queued: _Queued,
+        gpu_ids: tuple[str, ...],
+        pid: int,
+        popen: subprocess.Popen[bytes] | None,
+    ) -> None:
+        """Track a job just forked; raises (EMFILE...) if its pidfd or stat cannot be had."""
+        job = queued.request
         pidfd = _pidfd_or_exited(pid)
-        stat = read_proc_stat(pid)
+        try:
+            stat = read_proc_stat(pid)
+            self._ensure_watcher()
+        except BaseException:
+            os.close(pidfd)
+            raise
         running = _Running(
             token=job.token,
             pid=pid,
@@ -716,6 +828,21 @@ class LocalDriver(Driver):
         )
         self._track(running, pidfd)
 
+    def _unsure(self, token: str, entry: _Unsettled, exc: BaseException) -> None:
+        """The job may be running: keep job.json "starting" and its capacity, and look for
+        it at each poll (``_reconcile``); never report it as not started."""
+        entry.why = str(exc) or type(exc).__name__
+        self._unsettled[token] = entry
+        self._cap().hold(token, entry.cpus, entry.gpu_ids)
+        where = f"pid {entry.pid}" if entry.pid else "no pid yet"
+        log.warning(
+            "local driver: job %s may have started (%s) but cannot be tracked now: %s; "
+            "looking for it again at the next poll",
+            token,
+            where,
+            entry.why,
+        )
+
     def _fork(
         self, job: JobRequest, gpu_ids: tuple[str, ...], spawn: str
     ) -> tuple[int, subprocess.Popen[bytes] | None]:
@@ -727,16 +854,25 @@ class LocalDriver(Driver):
         log_path = str(Path(job.attempt_dir) / LOG_FILE)
         if self._forkserver is None:
             self._forkserver = ForkServerClient()
+        sent = True
         try:
             pid = self._forkserver.spawn(list(job.argv), env, job.attempt_dir, log_path, spawn)
             return pid, None
+        except SpawnNotSent as exc:
+            sent = False
+            log.warning("local driver: no fork server (%s); starting with Popen", exc)
         except OSError as exc:
             log.warning("local driver: fork server failed (%s); starting with Popen", exc)
-        if not claim_spawn(job.attempt_dir, spawn):
-            raise OSError(
-                f"the fork server may have started job {job.token}; not starting it again"
-            )
-        popen = self._popen(job, gpu_ids)
+        # The spawn claim decides: ours means nothing forked it (nor ever will).
+        try:
+            claimed = claim_spawn(job.attempt_dir, spawn)
+        except OSError as exc:
+            if not sent:
+                raise  # no server got the request: certainly not started
+            raise _Unsure(f"the fork server may have started it; cannot check ({exc})") from exc
+        if not claimed:
+            raise _Unsure("the fork server may have started it; not starting it again")
+        popen = self._popen(job, gpu_ids)  # raises only if the job did not start
         return popen.pid, popen
 
     def _popen(self, job: JobRequest, gpu_ids: tuple[str, ...]) -> subprocess.Popen[bytes]:
@@ -762,6 +898,7 @@ class LocalDriver(Driver):
 
     def _track(self, running: _Running, pidfd: int) -> None:
         """Account a started or adopted job and hand its pidfd to the watcher."""
+        watcher = self._ensure_watcher()  # before anything: it may fail (EMFILE)
         self._running[running.token] = running
         # If this write fails the job runs anyway: "starting" + its token in /proc find it.
         self._record(
@@ -774,18 +911,30 @@ class LocalDriver(Driver):
             gpu_ids=list(running.gpu_ids),
             started_at=running.started_at,
         )
+        watcher.watch(running.token, pidfd)
+
+    def _ensure_watcher(self) -> _ExitWatcher:
         if self._watcher is None:
             self._watcher = _ExitWatcher(self._on_exits, self._on_wake)
-        self._watcher.watch(running.token, pidfd)
+        return self._watcher
 
     def _adopt(self, ref: JobRef, pid: int, starttime: int, data: Mapping[str, Any] | None) -> bool:
         """Take over a job a previous daemon started; False if it is not running any more."""
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError:  # ProcessLookupError included
+        except OSError as exc:  # ProcessLookupError included
+            if _short_of_resources(exc):
+                raise  # cannot look now: not the same as "not running"
             return False
         # Checked after opening: if the pid was recycled in between, starttime differs.
-        if not _is_alive(pid, starttime):
+        try:
+            alive = _is_alive(pid, starttime)
+            if alive:
+                self._ensure_watcher()
+        except BaseException:
+            os.close(pidfd)
+            raise
+        if not alive:
             os.close(pidfd)
             return False
         data = data or {}
@@ -880,22 +1029,47 @@ class LocalDriver(Driver):
             need += f" and {queued.gpus} GPU{_plural(queued.gpus)}"
         return f"waiting for {need}; {position} job{_plural(position)} ahead in the local queue"
 
-    def _recover(self, ref: JobRef) -> JobStatus | None:
-        """Make sense of a job this driver instance never saw (a restarted daemon).
+    def _reconcile(self, ref: JobRef) -> JobStatus | None:
+        """``_recover`` a job this driver does not track; while that cannot tell (out of
+        descriptors...), the job stays unsettled and is reported queued, state unknown."""
+        held = self._unsettled.pop(ref.token, None)
+        if held is not None:
+            self._cap().release(ref.token)  # _adopt holds it again if the job runs
+        try:
+            status = self._recover(ref, held)
+        except (_Unsure, OSError) as exc:
+            entry = held or _Unsettled(ref.attempt_dir, 0, (), None, 0, "")
+            entry.why = str(exc) or type(exc).__name__
+            self._unsettled[ref.token] = entry
+            self._cap().hold(ref.token, entry.cpus, entry.gpu_ids)
+            reason = f"may be running; state unknown for now ({entry.why}); looking again"
+            return JobStatus("queued", ref.job_id, reason, scheduler_state="unknown")
+        if held is not None:
+            log.info("local driver: job %s settled after: %s", ref.token, held.why)
+        if ref.token in self._cancel_later and self._knows(ref.token):
+            self._cancel_later.discard(ref.token)
+            self._cancel_one(ref.token)
+        return status
+
+    def _recover(self, ref: JobRef, hint: _Unsettled | None = None) -> JobStatus | None:
+        """Make sense of a job this driver instance never saw (a restarted daemon), or
+        one it could not track when it started it (``hint``).
 
         Adopts it if it still runs, re-queues it if it never started; otherwise
-        returns the "gone" status to report.
+        returns the "gone" status to report. Raises OSError if it cannot look.
         """
-        data = read_job_file(ref.attempt_dir, ref.token)
+        data = _read_job(ref.attempt_dir, ref.token)
         ids = parse_job_id(ref.job_id) or parse_job_id(data.get("job_id") if data else None)
         if ids is not None:
             adopted = self._adopt(ref, *ids, data)
             return None if adopted else JobStatus("gone", format_job_id(*ids))
         if data is None:
             return JobStatus("gone", ref.job_id, reason="the local driver has no job.json for it")
-        return self._recover_from_state(ref, data)
+        return self._recover_from_state(ref, data, hint)
 
-    def _recover_from_state(self, ref: JobRef, data: dict[str, Any]) -> JobStatus | None:
+    def _recover_from_state(
+        self, ref: JobRef, data: dict[str, Any], hint: _Unsettled | None = None
+    ) -> JobStatus | None:
         state = data.get("state")
         if state == "queued":
             try:
@@ -907,7 +1081,11 @@ class LocalDriver(Driver):
             self._queue[ref.token] = _Queued(request, float(data.get("submitted_at") or 0))
             return None
         if state == "starting":
-            found = _forked_leader(ref.attempt_dir) or _find_session_leader(ref.token)
+            found = (
+                _forked_leader(ref.attempt_dir)
+                or _find_session_leader(ref.token)
+                or _leader_from_hint(hint)
+            )
             if found is not None and self._adopt(ref, *found, data):
                 return None
             if self._never_spawned(ref, data):
@@ -927,7 +1105,12 @@ class LocalDriver(Driver):
             return False
         try:
             return claim_spawn(ref.attempt_dir, spawn)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            if _short_of_resources(exc):
+                raise  # cannot claim now: not the same as "claimed by the spawner"
+            log.warning("local driver: cannot claim spawn %s of %s: %s", spawn, ref.token, exc)
+            return False
+        except ValueError as exc:
             log.warning("local driver: cannot claim spawn %s of %s: %s", spawn, ref.token, exc)
             return False
 
@@ -970,6 +1153,10 @@ class LocalDriver(Driver):
         gpus = [_describe_gpu(gpu, tokens, info.get(gpu)) for gpu, tokens in users.items()]
         queue = [_describe_running(r) for r in self._running.values()]
         queue += [_describe_queued(q) for q in self._queue.values()]
+        queue += [
+            {"token": token, "state": "unknown", "pid": u.pid, "reason": u.why}
+            for token, u in self._unsettled.items()
+        ]
         node = {
             "host": self._host,
             "cpus": cap.cpus_total,

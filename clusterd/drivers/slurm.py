@@ -1090,6 +1090,7 @@ class SlurmDriver(Driver):
         self._limits: tuple[float, SubmitLimits] | None = None  # (monotonic time, limits)
         self._node_map: tuple[float, dict[str, str]] | None = None
         self._unknown_hosts: set[str] = set()  # warned about once
+        self._eligible: dict[str, tuple[float, set[str]]] = {}  # partition -> (time, nodes)
         if "poll_interval" in self.options:
             self._set_poll_interval(float(self.options["poll_interval"]))
 
@@ -1322,6 +1323,26 @@ class SlurmDriver(Driver):
                 self._unknown_hosts.add(host)
                 log.warning("slurm: cannot exclude host %r: Slurm knows no such node", host)
         return nodes
+
+    def eligible_hosts(self, resources: Resources, options: Mapping[str, Any]) -> set[str] | None:
+        """Node names of the job's partition (the default one where it names none): one
+        ``sinfo -h -N -o "%N %P"``, cached ``limits_ttl`` s, so that the daemon never
+        excludes the partition's last node (``--exclude`` of every node: sbatch refuses
+        "Requested node configuration is not available" forever)."""
+        partition = resources.partition or ""
+        now = time.monotonic()
+        cached = self._eligible.get(partition)
+        if cached is None or now - cached[0] >= self.limits_ttl:
+            argv = ["sinfo", "-h", "-N", "-o", "%N %P"]
+            if partition:
+                argv += ["-p", partition]
+            nodes = set()
+            for line in self._call(argv).splitlines():
+                fields = line.split()
+                if len(fields) == 2 and (partition or fields[1].endswith("*")):
+                    nodes.add(fields[0])
+            cached = self._eligible[partition] = (now, nodes)
+        return set(cached[1])
 
     # -- submission -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ __all__ = [
     "EarlyStopping",
     "EnvConfig",
     "GpuConfig",
+    "Limits",
     "Metric",
     "ParamValue",
     "Resources",
@@ -103,6 +104,13 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Caps that keep one sweep file from exhausting the daemon (docs/sweep-file.md)."""
+
+    max_trials: int = 100_000  # trials one sweep may plan (grid size or samples)
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     command: tuple[str, ...]  # argv template; strings were shlex-split
@@ -121,6 +129,7 @@ class SweepSpec:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     driver_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def output_path(self) -> Path:
@@ -161,4 +170,5 @@ class SweepSpec:
             gpu=GpuConfig(**(d.get("gpu") or {})),
             env=EnvConfig(**(d.get("env") or {})),
             driver_options=d.get("driver_options") or {},
+            limits=Limits(**(d.get("limits") or {})),
         )

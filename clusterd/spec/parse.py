@@ -53,6 +53,7 @@ from clusterd.spec.model import (
     EarlyStopping,
     EnvConfig,
     GpuConfig,
+    Limits,
     Metric,
     Resources,
     ResumePolicy,
@@ -80,6 +81,19 @@ INT64_MAX = 2**63 - 1
 MAX_TIME_SECONDS = 2**31 - 1  # ~68 years: anything longer is a typo
 MAX_DEPTH = 16  # conditional params nested deeper than this are surely a mistake
 MAX_SAMPLES = 10_000_000  # guards against a typo such as samples = 1e9 hanging expand()
+#: the most trials a sweep may plan unless its [limits] max_trials says otherwise (checked
+#: by ``expand`` from the count, before building anything)
+DEFAULT_MAX_TRIALS = Limits().max_trials
+#: what [limits] max_trials may be raised to (the daemon holds a sweep's trials in memory
+#: while it persists them: ~1 KB each)
+MAX_TRIALS_CEILING = MAX_SAMPLES
+#: one parameter value, as the trial's command line gets it (a 52 MB string became a
+#: 945 MB database and "Argument list too long")
+MAX_VALUE_BYTES = 64 * 1024
+#: a whole sweep file (read, parsed and validated in the daemon)
+MAX_FILE_BYTES = 16 * 1024 * 1024
+#: retry.max_failures and resume.max_resumes: beyond this a loop, not a policy
+MAX_REPEATS = 1000
 ADAPTIVE_NOTE = "adaptive methods propose trials later"
 SIGNALS = ("USR1", "USR2", "TERM", "INT")
 DIST_KINDS = ("uniform", "loguniform", "randint", "choice")
@@ -102,6 +116,7 @@ TOP_KEYS = (
     "gpu",
     "env",
     "drivers",
+    "limits",
 )
 
 
@@ -112,6 +127,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; relative paths in it are relative to its directory."""
     source = str(path)
     try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:  # refused before it is read
+            _fail(
+                source,
+                "",
+                f"expected a sweep file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB, "
+                f"got {size / (1024 * 1024):.0f} MiB",
+            )
         data = Path(path).read_bytes()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -124,6 +147,13 @@ def parse_sweep(
     text: str, source: str = "<string>", base_dir: str | Path | None = None
 ) -> SweepSpec:
     """Validate sweep.toml text; ``base_dir`` anchors relative paths (default: cwd)."""
+    if len(text) > MAX_FILE_BYTES:  # characters: at least as many bytes
+        _fail(
+            source,
+            "",
+            f"expected a sweep file of at most {MAX_FILE_BYTES // (1024 * 1024)} MiB, "
+            f"got {len(text) / (1024 * 1024):.0f} MiB",
+        )
     data = _load_toml(text, source)
     base = Path(os.path.abspath(base_dir if base_dir is not None else os.getcwd()))
     try:
@@ -414,6 +444,7 @@ def _build(data: dict[str, Any], src: str, base: Path) -> SweepSpec:
         gpu=_gpu(src, data.get("gpu", {})),
         env=_env(src, data.get("env", {})),
         driver_options=_drivers(src, data.get("drivers", {})),
+        limits=_limits(src, data.get("limits", {})),
     )
     _check_metric_needed(src, spec)
     return spec
@@ -558,7 +589,7 @@ def _leaf(src: str, path: str, value: Any) -> Any:
         )
     if not _scalar_ok(value):
         _fail(src, path, f"expected a list or a scalar, got {_got(value)}")
-    return value
+    return _small_value(src, path, value)
 
 
 def _axis_value(src: str, path: str, value: Any) -> Any:
@@ -567,9 +598,25 @@ def _axis_value(src: str, path: str, value: Any) -> Any:
         for i, item in enumerate(value):
             if not _scalar_ok(item):
                 _fail(src, f"{path}[{i}]", f"expected a scalar, got {_got(item)}")
-        return list(value)
+        return _small_value(src, path, list(value))
     if not _scalar_ok(value):
         _fail(src, path, f"expected a scalar or a list of scalars, got {_got(value)}")
+    return _small_value(src, path, value)
+
+
+def _small_value(src: str, path: str, value: Any) -> Any:
+    """A param value whose rendered text (what the command line gets) is at most
+    MAX_VALUE_BYTES: a bigger one belongs in a file that the trial reads."""
+    if isinstance(value, str) and len(value) * 4 <= MAX_VALUE_BYTES:
+        return value  # short enough whatever its characters (UTF-8: <= 4 bytes each)
+    size = len(format_value(value).encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        _fail(
+            src,
+            path,
+            f"expected a value of at most {MAX_VALUE_BYTES // 1024} KiB as text (put bigger "
+            f"data in a file and pass its path), got {_kind(value)} of {size:,} bytes",
+        )
     return value
 
 
@@ -834,7 +881,7 @@ def _resume(src: str, value: Any, resources: Resources) -> ResumePolicy:
         )
     return ResumePolicy(
         exit_code=_int(src, "resume.exit_code", table.get("exit_code", 3), 1, 255),
-        max_resumes=_int(src, "resume.max_resumes", table.get("max_resumes", 50), 0),
+        max_resumes=_int(src, "resume.max_resumes", table.get("max_resumes", 50), 0, MAX_REPEATS),
         signal=signal,
         signal_lead=lead,
     )
@@ -859,7 +906,7 @@ def _retry(src: str, value: Any) -> RetryPolicy:
     table = _table(src, "retry", value, "max_failures = 1")
     _check_keys(src, "retry", table, ("max_failures", "exclude_host_after"))
     return RetryPolicy(
-        max_failures=_int(src, "retry.max_failures", table.get("max_failures", 0), 0),
+        max_failures=_int(src, "retry.max_failures", table.get("max_failures", 0), 0, MAX_REPEATS),
         exclude_host_after=_int(
             src, "retry.exclude_host_after", table.get("exclude_host_after", 3), 0
         ),
@@ -970,6 +1017,13 @@ def _env_value(src: str, path: str, name: str, value: Any) -> str:
     if _scalar_ok(value):
         return repr(value)
     _fail(src, path, f"expected a string, number or boolean, got {_got(value)}")
+
+
+def _limits(src: str, value: Any) -> Limits:
+    table = _table(src, "limits", value, "max_trials = 500000")
+    _check_keys(src, "limits", table, ("max_trials",))
+    cap = table.get("max_trials", DEFAULT_MAX_TRIALS)
+    return Limits(max_trials=_int(src, "limits.max_trials", cap, 1, MAX_TRIALS_CEILING))
 
 
 def _drivers(src: str, value: Any) -> dict[str, dict[str, Any]]:

@@ -26,7 +26,7 @@ def make_sweep(store: Store, tmp_path: Path, name: str, threshold: int) -> None:
     store.create_sweep(spec.to_dict(), trials, None)
 
 
-def fail_on(store: Store, sweep: str, hosts: list[str | None], outcome: str = "failed") -> None:
+def fail_on(store: Store, sweep: str, hosts: list[str | None], outcome: str = "lost") -> None:
     """One ended attempt per host in ``hosts``, spread over the sweep's trials."""
     with store.tx() as conn:
         sweep_id = store.require_sweep(conn, sweep).id
@@ -63,7 +63,8 @@ def test_each_sweep_lists_its_own_bad_hosts_by_its_own_threshold(
     fail_on(store, "lenient", ["n3"] * 6, outcome="completed")  # only failures count
     fail_on(store, "off", ["n1"] * 9)
 
-    views = {v["name"]: v for v in list_sweeps(SimpleNamespace(store=store), {})}  # type: ignore[arg-type]
+    ctx = SimpleNamespace(store=store, scheduler=SimpleNamespace(troubles={}))
+    views = {v["name"]: v for v in list_sweeps(ctx, {})}  # type: ignore[arg-type]
 
     assert views["strict"]["excluded_hosts"] == {"n1": 2}
     assert views["lenient"]["excluded_hosts"] == {"n2": 5}

@@ -256,11 +256,14 @@ def test_the_runner_gets_the_resume_signal_from_slurm(harness: Harness) -> None:
     (exec), so it receives USR1, forwards it, and the trial exits for resume.
 
     Slurm checks --signal about every 30 s, so with a 60 s limit and a 50 s lead the
-    signal comes 10 to ~40 s after the start.
+    signal comes 10 to ~40 s after the start. The trial announces its handler (as
+    ``clusterd.trial`` does on import): the runner forwards the resume signal only then.
     """
     trial = (
-        "import signal, sys, time\n"
+        "import os, signal, sys, time\n"
         "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(3))\n"
+        "announce = os.path.join(os.environ['CLUSTERD_ATTEMPT_DIR'], 'RESUME_HANDLER')\n"
+        "open(announce, 'a').write(f'{os.getpid()}\\n')\n"
         "print('started', flush=True)\n"
         "time.sleep(55)\n"
     )

@@ -296,7 +296,8 @@ def test_code_snapshot_runs_trials_from_a_clone(daemon: Daemon, tmp_path: Path) 
     assert trial["state"] == "completed" and trial["best_value"] == 2.0
     show = daemon.ctl_json("show", "snap/0")
     assert show["code"]["git_dirty"] is True and len(show["code"]["git"]) == 40
-    assert (repo / "runs" / "snap" / "code" / "train.py").exists()
+    (clone,) = (repo / "runs" / "snap" / ".clusterd").glob("code-*")  # the sweep's own dir
+    assert (clone / "train.py").exists()
     assert (repo / "runs" / "snap" / "repro" / "git.diff").read_text()
     freeze = wait_for(
         lambda: daemon.ctl_json("show", "snap/0")["code"].get("pip_freeze"),
@@ -309,12 +310,14 @@ def test_code_snapshot_runs_trials_from_a_clone(daemon: Daemon, tmp_path: Path) 
 def test_a_host_where_trials_keep_failing_is_excluded_and_reported(
     daemon: Daemon, tmp_path: Path
 ) -> None:
+    """Killed by SIGKILL (as by the OOM killer or a node's own trouble) counts against the
+    host; a script's exit code does not (tests/daemon/test_host_exclusion.py)."""
     import socket
 
     path = sweep_file(
         tmp_path,
         f"""
-        command = ["{PY}", "-c", "raise SystemExit(5)"]
+        command = ["{PY}", "-c", "import os; os.kill(os.getpid(), 9)"]
         max_concurrent = 1
         [params]
         x = [1, 2, 3]

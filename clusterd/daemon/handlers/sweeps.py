@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import time
 from typing import Any
 
-from clusterd.daemon import repro
+from clusterd.daemon import outputs, repro, submission
 from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
@@ -20,7 +19,7 @@ from clusterd.daemon.handlers.context import (
 )
 from clusterd.daemon.handlers.views import sweep_view
 from clusterd.daemon.store import hosts_over
-from clusterd.errors import InvalidRequest, SpecError
+from clusterd.errors import Conflict, InvalidRequest, SpecError
 from clusterd.spec import expand, params_key, parse_sweep
 from clusterd.spec.model import SweepSpec
 
@@ -70,12 +69,54 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """Validate, expand and persist a sweep file.
 
     ``{"op": "submit", "args": {"path": "/abs/sweep.toml", "display": "sweep.toml",
-    "text": "...", "extend": false, "dry_run": false, "python": "/usr/bin/python3"}}``
+    "text": "...", "extend": false, "dry_run": false, "reuse_output": false,
+    "python": "/usr/bin/python3"}}``
     -> ``{"name": "lr-depth", "trials": 9, "added": 9, "existing": 0, "output_dir": "..."}``
+
+    Parsing, expanding and persisting run in a worker thread (a 300,000-trial file takes
+    seconds; the daemon keeps answering meanwhile). The output dir is claimed as
+    ``daemon.submission`` describes; a refused submit persists nothing and changes
+    nothing on disk.
     """
     path = arg_str(args, "path")
     if not os.path.isabs(path):
         raise InvalidRequest("argument 'path' must be an absolute path")
+    extend, dry_run = arg_bool(args, "extend"), arg_bool(args, "dry_run")
+    reuse = arg_bool(args, "reuse_output")
+    if reuse and extend:
+        raise InvalidRequest("--reuse-output is for a new sweep; --extend keeps its own files")
+    python = arg_opt_str(args, "python")
+    spec, trials = await asyncio.to_thread(_prepare, ctx, args, path)
+    if dry_run:
+        return {
+            "name": spec.name,
+            "count": len(trials),
+            "first": trials[:DRY_RUN_SHOWN],
+            "output_dir": spec.output_dir,
+        }
+    if extend:
+        added, existing = await asyncio.to_thread(_extend, ctx, spec, trials)
+    else:
+        info = await asyncio.to_thread(_create, ctx, spec, trials, python, reuse)
+        added, existing = len(trials), 0
+        _background(ctx, _record_freeze(ctx, spec.name, python, spec.output_dir))
+    ctx.scheduler.wake()
+    reply = {
+        "name": spec.name,
+        "trials": added + existing,
+        "added": added,
+        "existing": existing,
+        "output_dir": spec.output_dir,
+    }
+    if not extend and info.get("previous_output"):
+        reply["previous_output"] = info["previous_output"]
+    return reply
+
+
+def _prepare(
+    ctx: Context, args: dict[str, Any], path: str
+) -> tuple[SweepSpec, list[dict[str, Any]]]:
+    """Read, parse, check and expand (in a worker thread: none of it on the event loop)."""
     display = arg_opt_str(args, "display") or path
     text = arg_opt_str(args, "text")
     if text is None:
@@ -83,48 +124,28 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     spec = parse_sweep(text, source=display, base_dir=os.path.dirname(path))
     spec = dataclasses.replace(spec, source=path)
     _check_plugins(ctx, spec, display)
-    driver = ctx.scheduler.drivers.get(spec.driver)
-    await asyncio.to_thread(driver.validate, spec)
-    trials = expand(spec)
-    if arg_bool(args, "dry_run"):
-        return {
-            "name": spec.name,
-            "count": len(trials),
-            "first": trials[:DRY_RUN_SHOWN],
-            "output_dir": spec.output_dir,
-        }
+    ctx.scheduler.drivers.get(spec.driver).validate(spec)
+    return spec, expand(spec)
+
+
+def _create(
+    ctx: Context,
+    spec: SweepSpec,
+    trials: list[dict[str, Any]],
+    python: str | None,
+    reuse: bool,
+) -> dict[str, Any]:
     keyed = [(p, params_key(p)) for p in trials]
-    if arg_bool(args, "extend"):
-        added, existing = await asyncio.to_thread(
-            ctx.store.extend_sweep, spec.name, spec.to_dict(), keyed
-        )
-    else:
-        python = arg_opt_str(args, "python")
-        info = await _reproducibility(spec, path, python)
-        await asyncio.to_thread(ctx.store.create_sweep, spec.to_dict(), keyed, info)
-        added, existing = len(keyed), 0
-        _background(ctx, _record_freeze(ctx, spec.name, python, spec.output_dir))
-    ctx.scheduler.wake()
-    return {
-        "name": spec.name,
-        "trials": added + existing,
-        "added": added,
-        "existing": existing,
-        "output_dir": spec.output_dir,
-    }
+    return submission.create(ctx.store, spec, keyed, python, reuse)
 
 
-async def _reproducibility(spec: SweepSpec, path: str, python: str | None) -> dict[str, Any]:
-    workdir = os.path.dirname(path)
-    info = await asyncio.to_thread(repro.collect, workdir, spec.output_dir, python)
-    if spec.code.snapshot == "git":
-        info["code_dir"] = await asyncio.to_thread(
-            repro.snapshot_code, workdir, spec.output_dir, spec.source
-        )
-    return info
+def _extend(ctx: Context, spec: SweepSpec, trials: list[dict[str, Any]]) -> tuple[int, int]:
+    keyed = [(p, params_key(p)) for p in trials]
+    return submission.extend(ctx.store, spec, keyed)
 
 
 async def _record_freeze(ctx: Context, name: str, python: str | None, output_dir: str) -> None:
+    """``pip freeze`` after the reply (the sweep is accepted: repro/ is its own)."""
     extra = await asyncio.to_thread(repro.freeze, python, output_dir)
     if extra:
         await asyncio.to_thread(ctx.store.update_repro, name, extra)
@@ -159,6 +180,10 @@ def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
             view = sweep_view(s, counts.get(s.id, {}), bests.get(s.id))
             threshold = (s.spec.get("retry") or {}).get("exclude_host_after", 3)
             view["excluded_hosts"] = hosts_over(failures.get(s.id, {}), threshold)
+            # a sweep whose launches fail (files unwritable, driver refusing): why, and when
+            # it is tried again; every other sweep goes on meanwhile
+            trouble = ctx.scheduler.troubles.get(s.name)
+            view["stuck"] = None if trouble is None else trouble.view()
             views.append(view)
         return views
 
@@ -195,18 +220,61 @@ def relaunch(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 def rm(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "rm", "args": {"sweep": "x", "trash": false}}`` -> ``{"removed": "x"}``
 
-    Removes the sweep from the database. Its output dir stays on disk unless
-    ``trash`` is set, which moves it to ``$CLUSTERD_HOME/trash/``.
+    Removes the sweep from the database. Its output dir stays on disk unless ``trash``
+    is set, which moves what clusterd created for the sweep (its trial dirs, ``repro/``,
+    ``.clusterd/``) to ``$CLUSTERD_HOME/trash/<name>-<date>/`` and the emptied output
+    dir with it; anything else in the dir stays.
+
+    Order with ``trash``: check first (no live trial; the dir's marker names this sweep;
+    the dir is not a project root, does not hold the sweep file or CLUSTERD_HOME), then
+    move, then delete the row. A failed move puts back what it moved and keeps the row;
+    a failed delete (a trial went live meanwhile, the database is unreachable) moves the
+    files back: the sweep is in the database exactly when its files are in place. A
+    daemon killed between the move and the delete leaves the row and the files in the
+    trash; `clusterctl rm NAME` then removes the row.
     """
     name = arg_str(args, "sweep")
-    sweep = ctx.store.delete_sweep(name)
+    if not arg_bool(args, "trash"):
+        sweep = ctx.store.delete_sweep(name)
+        return {"removed": name, "output_dir": sweep.output_dir}
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name)
+        live = ctx.store.live_count(conn, sweep.id)
+        indices = [row[0] for row in ctx.store.trial_columns(conn, sweep.id, ["index"])]
+    if live:
+        raise Conflict(
+            f"sweep {name!r} has {live} queued or running trial(s); "
+            f"run `clusterctl cancel {name}` first"
+        )
     result: dict[str, Any] = {"removed": name, "output_dir": sweep.output_dir}
-    if arg_bool(args, "trash") and os.path.isdir(sweep.output_dir):
-        trash = ctx.home / "trash"
-        trash.mkdir(exist_ok=True)
-        dest = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(sweep.output_dir, dest)
-        result["trashed_to"] = str(dest)
+    if not os.path.isdir(sweep.output_dir):
+        ctx.store.delete_sweep(name)
+        return result
+    problem = outputs.trash_problem(
+        sweep.output_dir, name, sweep.uid, ctx.store.database_id(), sweep.source, str(ctx.home)
+    )
+    if problem:
+        raise Conflict(problem)
+    trash = ctx.home / "trash"
+    trash.mkdir(mode=0o700, exist_ok=True)
+    dest = outputs.fresh_dir(str(trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    names = [*outputs.OWN_ENTRIES, *(str(i) for i in indices)]
+    try:
+        moved = outputs.move_to_trash(sweep.output_dir, names, dest)
+    except BaseException:
+        outputs.remove_if_empty(dest)
+        raise
+    try:
+        ctx.store.delete_sweep(name)
+    except BaseException:
+        outputs.move_back(moved)
+        outputs.remove_if_empty(dest)
+        raise
+    result["trashed_to"] = dest
+    try:
+        os.rmdir(sweep.output_dir)
+    except OSError:
+        result["kept"] = sorted(os.listdir(sweep.output_dir))[:20]
     return result
 
 
@@ -221,6 +289,7 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         sweep = ctx.store.require_sweep(conn, name)
         trials = ctx.store.trials(conn, sweep.id)
         runtimes = ctx.store.runtimes(conn, sweep.id)
+        code = ctx.store.last_attempt_code(conn, sweep.id)
     metric = sweep.metric_name or "metric"
     fixed = [
         "trial",
@@ -236,16 +305,23 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "stopped_at_step",
         "runtime_s",
         "git",
+        "git_dirty",
         "reason",
     ]
     param_names: list[str] = []
     for t in trials:
         param_names.extend(k for k in t.params if k not in param_names)
     columns = fixed + [p if p not in fixed else f"param.{p}" for p in param_names]
-    git = (sweep.repro or {}).get("git")
+    repro_ = sweep.repro or {}
+    submitted = (repro_.get("git"), repro_.get("git_dirty"))
     rows = []
     for t in trials:
         stop = t.stop_decision or {}
+        # the code its last attempt ran; a trial that never ran (or ran before
+        # per-attempt records) shows what the sweep was submitted with
+        commit, dirty = code.get(t.index) or (None, None)
+        if commit is None:
+            commit, dirty = submitted
         row = dict(
             zip(
                 fixed,
@@ -262,7 +338,8 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
                     t.best_step,
                     stop.get("step") if t.state == "stopped" else None,
                     round(runtimes.get(t.index, 0.0), 3),
-                    git,
+                    commit,
+                    dirty,
                     t.reason,
                 ],
                 strict=True,

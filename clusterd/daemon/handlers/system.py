@@ -45,6 +45,8 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "counts": counts,
         "drivers": health,
         "subscribers": len(ctx.hub),
+        "fds": _fds(),
+        "clients": _clients(ctx),
         "stats": {
             "passes": ctx.scheduler.stats.ticks,
             "submitted": ctx.scheduler.stats.submitted,
@@ -86,6 +88,29 @@ async def cluster(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "gpus": info.gpus,
         "queue": info.queue,
         "notes": info.notes,
+    }
+
+
+def _fds() -> dict[str, int | None]:
+    """Open descriptors and the soft RLIMIT_NOFILE: running out stops accept() and launches."""
+    from clusterd.daemon.server import fd_usage
+
+    count, limit = fd_usage()
+    return {"open": count, "limit": limit}
+
+
+def _clients(ctx: Context) -> dict[str, Any] | None:
+    """Socket clients now, the limit, and how many were turned away (None: no server)."""
+    server = ctx.extra.get("server")
+    if server is None:
+        return None
+    return {
+        "connected": server.connections,
+        "limit": server.max_clients,
+        "refused": server.refused,
+        "idle_timeout": server.idle_timeout,
+        "accept_errors": server.accept_errors,
+        "accept_paused_since": server.accept_paused_since,
     }
 
 

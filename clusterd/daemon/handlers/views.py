@@ -74,4 +74,10 @@ def attempt_view(sweep: Any, index: int, attempt: Any) -> dict[str, Any]:
         "ended_at": ended,
         "runtime": runtime,
         "dir": layout.attempt_dir(sweep.output_dir, index, attempt.number),
+        # the code it ran, recorded at launch (None before per-attempt records)
+        "code": {
+            "git": attempt.code_commit,
+            "git_dirty": attempt.code_dirty,
+            "git_diff": attempt.code_diff,
+        },
     }
