@@ -23,7 +23,7 @@ import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = ["TOKEN_ENV", "Containment", "choose"]
 
@@ -39,9 +39,10 @@ class Containment:
     def __init__(self, token: str) -> None:
         self.needle = f"{TOKEN_ENV}={token}".encode()
 
-    def preexec(self) -> Callable[[], None] | None:
-        """What the command's child runs before ``exec`` (nothing for the scan)."""
-        return None
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Around the command's spawn (nothing to do for the scan)."""
+        yield
 
     def started(self, pid: int) -> Containment:
         """Called once the command runs; the containment to use from now on."""
@@ -89,18 +90,21 @@ class CgroupContainment(Containment):
         super().__init__(token)
         self.path = path
 
-    def preexec(self) -> Callable[[], None] | None:
-        procs = os.path.join(self.path, "cgroup.procs")
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """The runner steps into the cgroup for the spawn, so the command is born in it,
+        and steps back out (it must not be a member: ``kill_all`` kills the members).
 
-        def enter() -> None:  # in the forked child, before exec: a failure changes nothing
-            with contextlib.suppress(OSError):
-                fd = os.open(procs, os.O_WRONLY)
-                try:
-                    os.write(fd, b"0")
-                finally:
-                    os.close(fd)
-
-        return enter
+        Not a ``preexec_fn``: that forces a full fork instead of vfork, and the child's
+        move into the cgroup cost ~15 ms before its exec (measured with ``true``).
+        """
+        parent = os.path.dirname(self.path)
+        entered = _move_self(self.path)
+        try:
+            yield
+        finally:
+            if entered and not _move_self(parent):
+                raise OSError(f"cannot leave the attempt's cgroup {self.path}")
 
     def started(self, pid: int) -> Containment:
         """Keep the cgroup only if the command really entered it, else fall back to the scan."""
@@ -189,6 +193,21 @@ def _own_cgroup_dir() -> str | None:
         if os.access(path, os.W_OK) and os.access(os.path.join(path, "cgroup.procs"), os.W_OK):
             return path
     return None
+
+
+def _move_self(cgroup: str) -> bool:
+    """Move this process into ``cgroup``; False if it cannot (nothing changed then)."""
+    try:
+        fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"0")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -637,16 +637,16 @@ class Runner:
             raise
         try:
             try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_fd,
-                    stderr=err_fd,
-                    cwd=launch.cwd,
-                    env=child_env(launch, token=self.token),
-                    process_group=0,
-                    preexec_fn=self.containment.preexec(),
-                )
+                with self.containment.spawning():
+                    self.proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_fd,
+                        stderr=err_fd,
+                        cwd=launch.cwd,
+                        env=child_env(launch, token=self.token),
+                        process_group=0,
+                    )
             except (OSError, subprocess.SubprocessError) as exc:
                 message = _start_error(argv, launch.cwd, exc)
                 os.write(err_fd, f"clusterd runner: {message}\n".encode())

@@ -96,8 +96,21 @@ def open_cursor(
     (``Store.lineage``), not from the trial row: that row may still hold the best of
     attempts the new one discarded (a retry from scratch). After a restart, the
     attempt's own rows so far are part of the lineage, so the best is the same."""
-    trial = store.trial_by_id(conn, attempt.trial_id)
     metric, mode = sweep.metric_name, sweep.metric_mode
+    if attempt.number == 1 and not attempt.events_offset:
+        # a first attempt with nothing ingested yet: its lineage holds no row (the offset
+        # is committed with the rows), so there is nothing to ask the database
+        return AttemptCursor(
+            attempt_id=attempt.id,
+            trial_id=attempt.trial_id,
+            index=attempt.index,
+            number=attempt.number,
+            attempt_dir=attempt_dir,
+            offset=0,
+            metric=metric,
+            mode=mode,
+        )
+    trial = store.trial_by_id(conn, attempt.trial_id)
     best = (
         store.lineage_best(conn, attempt.trial_id, attempt.number, metric, mode) if metric else None
     )

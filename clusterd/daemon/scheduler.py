@@ -320,11 +320,11 @@ class Scheduler:
                 self.store.update_attempt(conn, attempt.id, reason=status.reason)
         elif status.phase == "running":
             if attempt.state != "running":
-                self._mark_running(conn, attempt, status)
+                self._mark_running(conn, attempt, status, sweep)
         elif status.phase == "gone":
             self._end(conn, attempt, status, sweep, driver)
 
-    def _mark_running(self, conn: Any, attempt: Any, status: JobStatus) -> None:
+    def _mark_running(self, conn: Any, attempt: Any, status: JobStatus, sweep: Any) -> None:
         self.store.update_attempt(
             conn,
             attempt.id,
@@ -332,14 +332,7 @@ class Scheduler:
             host=status.host,
             reason=None,
             # the runner's clock: the first poll that saw "running" may be a poll late
-            started_at=runner_started_at(
-                layout.attempt_dir(
-                    self.store.sweep_output_dir(conn, attempt.sweep_id),
-                    attempt.index,
-                    attempt.number,
-                )
-            )
-            or time.time(),
+            started_at=runner_started_at(self._attempt_dir(sweep, attempt)) or time.time(),
         )
         trial = self.store.trial_by_id(conn, attempt.trial_id)
         if trial.state == "queued":

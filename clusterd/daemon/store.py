@@ -645,10 +645,6 @@ class Store:
         row = conn.execute(q).first()
         return (row[0], row[1]) if row is not None else None
 
-    def sweep_output_dir(self, conn: Connection, sweep_id: int) -> str:
-        """The sweep's output dir alone (an attempt's files, without reading the sweep row)."""
-        return str(conn.execute(select(S.c.output_dir).where(S.c.id == sweep_id)).scalar_one())
-
     def attempt_last_step(self, conn: Connection, trial_id: int, number: int) -> int | None:
         """The highest step an attempt reported (any metric), None before its first."""
         q = select(func.max(M.c.step)).where(M.c.trial_id == trial_id, M.c.attempt == number)

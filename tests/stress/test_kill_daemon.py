@@ -514,7 +514,12 @@ def _no_socket(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if n.endswith(".sock")]
 
 
-@pytest.mark.timeout(120 + 4 * KILLS)
+#: draining after the last kill: ingestion reads ~3.5 MB/s of bulk lines on 2 cores, and
+#: the backlog can be every attempt's bulk (100 MB each at CLUSTERD_STRESS_EVENTS_MB=100)
+DRAIN_TIMEOUT = 120 + 20 * EVENTS_MB
+
+
+@pytest.mark.timeout(120 + 4 * KILLS + 20 * EVENTS_MB)
 def test_daemon_killed_at_random_loses_nothing_and_runs_nothing_twice(
     stopped_daemon: Daemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -525,7 +530,7 @@ def test_daemon_killed_at_random_loses_nothing_and_runs_nothing_twice(
     try:
         while chaos.fig.daemon_kills < KILLS:
             chaos.one_round()
-        chaos.drain(timeout=120)
+        chaos.drain(timeout=DRAIN_TIMEOUT)
         audit(chaos)
     except BaseException as exc:
         keep = Path(tempfile.mkdtemp(prefix=f"clusterd-stress-{SEED}-"))
