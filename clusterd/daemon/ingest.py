@@ -97,43 +97,34 @@ def open_cursor(
     attempts the new one discarded (a retry from scratch). After a restart, the
     attempt's own rows so far are part of the lineage, so the best is the same."""
     metric, mode = sweep.metric_name, sweep.metric_mode
-    if attempt.number == 1 and not attempt.events_offset:
-        # a first attempt with nothing ingested yet: its lineage holds no row (the offset
-        # is committed with the rows), so there is nothing to ask the database
-        return AttemptCursor(
-            attempt_id=attempt.id,
-            trial_id=attempt.trial_id,
-            index=attempt.index,
-            number=attempt.number,
-            attempt_dir=attempt_dir,
-            offset=0,
-            metric=metric,
-            mode=mode,
-        )
-    trial = store.trial_by_id(conn, attempt.trial_id)
-    best = (
-        store.lineage_best(conn, attempt.trial_id, attempt.number, metric, mode) if metric else None
-    )
-    best_value, best_step = best if best is not None else (None, None)
-    last_step = store.attempt_last_step(conn, attempt.trial_id, attempt.number)
-    if last_step is None:
-        segments = store.lineage(conn, attempt.trial_id, attempt.number)
-        last_step = segments[1][1] if len(segments) > 1 else None
-    return AttemptCursor(
+    cursor = AttemptCursor(
         attempt_id=attempt.id,
         trial_id=attempt.trial_id,
         index=attempt.index,
         number=attempt.number,
         attempt_dir=attempt_dir,
-        offset=attempt.events_offset,
+        offset=attempt.events_offset or 0,
         metric=metric,
         mode=mode,
-        last_step=last_step,
-        best_value=best_value,
-        best_step=best_step,
-        best_dirty=metric is not None
-        and (best_value, best_step) != (trial.best_value, trial.best_step),
     )
+    if attempt.number == 1 and not attempt.events_offset:
+        # a first attempt with nothing ingested yet: its lineage holds no row (the offset
+        # is committed with the rows), so there is nothing to ask the database
+        return cursor
+    trial = store.trial_by_id(conn, attempt.trial_id)
+    best = (
+        store.lineage_best(conn, attempt.trial_id, attempt.number, metric, mode) if metric else None
+    )
+    cursor.best_value, cursor.best_step = best if best is not None else (None, None)
+    cursor.best_dirty = metric is not None and (cursor.best_value, cursor.best_step) != (
+        trial.best_value,
+        trial.best_step,
+    )
+    cursor.last_step = store.attempt_last_step(conn, attempt.trial_id, attempt.number)
+    if cursor.last_step is None:
+        segments = store.lineage(conn, attempt.trial_id, attempt.number)
+        cursor.last_step = segments[1][1] if len(segments) > 1 else None
+    return cursor
 
 
 def ingest_attempt(
