@@ -14,10 +14,10 @@ the row is committed it is rewritten with the id. A marker without an id whose u
 sweep of this database has is what a submit interrupted before its commit leaves (or
 one that failed): it claims nothing. A removed sweep's marker has an id.
 
-Permissions: an output directory, and every directory above it, must not be writable
-by another user (who could swap what clusterd writes there for a symlink), except a
-sticky directory like ``/tmp`` owned by root or us. Directories clusterd creates are
-never group- or other-writable.
+Permissions: an output directory, or the directory clusterd creates it under, must not
+be writable by another user (who could swap what clusterd writes there for a symlink),
+except a sticky directory like ``/tmp`` owned by root or us. Directories clusterd
+creates are never group- or other-writable.
 """
 
 from __future__ import annotations
@@ -170,11 +170,15 @@ def _others_can_write(st: os.stat_result) -> bool:
 
 
 def check_permissions(output_dir: str) -> None:
-    """Refuse an output dir (or a directory above it) that another user can write.
+    """Refuse an output dir (or the directory clusterd creates it under) that another
+    user can write.
 
-    A sticky directory (``/tmp``, a ``/scratch`` made with ``chmod +t``) owned by root or
-    us is fine above the output dir: others cannot rename or delete what we create in it.
-    The output dir itself must be ours and writable by nobody else.
+    The output dir itself, when it exists, must be ours and writable by nobody else.
+    When it does not, the nearest existing directory above it -- where clusterd creates
+    it -- must not be writable by others, unless it is sticky (``/tmp``, a ``/scratch``
+    made with ``chmod +t``) and owned by root or us: others cannot then rename or delete
+    what we create in it. Directories further up are not judged (the issue's scope): a
+    group-writable ``/project/<group>`` above a directory of one's own stays usable.
     """
     target = path = os.path.realpath(output_dir)
     me = os.geteuid()
@@ -197,6 +201,7 @@ def check_permissions(output_dir: str) -> None:
                     "the sweep's files; use a directory only you can write (or make the shared "
                     f"one sticky: chmod +t {path})"
                 )
+            return  # the first existing directory is the one judged
         parent = os.path.dirname(path)
         if parent == path:
             return

@@ -295,6 +295,18 @@ def test_an_output_dir_others_can_write_is_refused_unless_sticky(
     daemon.wait_sweep_done("p")
 
 
+def test_a_shared_directory_further_up_does_not_matter(daemon: Daemon, tmp_path: Path) -> None:
+    """A group project space others can write (``/project/<group>``, not sticky) above a
+    directory of one's own: only the directory clusterd creates under is judged."""
+    project = tmp_path / "project"
+    project.mkdir()
+    project.chmod(0o777)
+    mine = project / "alice"
+    mine.mkdir(mode=0o755)
+    daemon.ctl("submit", str(sweep_file(mine, "g", "runs/g")))
+    assert [t["state"] for t in daemon.wait_sweep_done("g")] == ["completed"] * 2
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory another user's")
 def test_an_output_dir_owned_by_another_user_is_refused(daemon: Daemon, tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
