@@ -488,6 +488,15 @@ class _ExitWatcher:
         self._new: list[tuple[str, int]] = []
         self._stopping = False
         self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            # made here, not in the thread: out of descriptors, epoll_create fails in the
+            # caller (who keeps the job unsettled), never in a thread that would then die
+            # silently and leave every watched job "running" for good
+            self._selector = selectors.DefaultSelector()
+        except BaseException:
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+            raise
         self._thread = threading.Thread(target=self._run, name="clusterd-local-exits", daemon=True)
         self._thread.start()
 
@@ -510,7 +519,7 @@ class _ExitWatcher:
         os.close(self._write_fd)
 
     def _run(self) -> None:
-        with selectors.DefaultSelector() as selector:
+        with self._selector as selector:
             selector.register(self._read_fd, selectors.EVENT_READ, None)
             try:
                 self._loop(selector)
@@ -632,6 +641,7 @@ class LocalDriver(Driver):
         """Where each job is; jobs a previous daemon started are adopted or re-queued here."""
         with self._lock:
             gone = {ref.token: self._reconcile(ref) for ref in jobs if not self._knows(ref.token)}
+            self._notice_missed_exits()
             self._start_queued()
             return {
                 ref.token: self._known_status(ref.token)
@@ -954,6 +964,20 @@ class LocalDriver(Driver):
         self._track(running, pidfd)
         log.info("local driver: adopted job %s (pid %d)", ref.token, pid)
         return True
+
+    def _notice_missed_exits(self) -> None:
+        """Jobs whose exit the watcher did not report (it could not watch them: out of
+        descriptors) are ended here, at the poll, from /proc; unknown counts as alive."""
+        ended = []
+        for token, running in self._running.items():
+            try:
+                if not _is_alive(running.pid, running.starttime):
+                    ended.append(token)
+            except OSError:
+                continue
+        if ended:
+            log.warning("local driver: exits noticed at the poll, not by the watcher: %s", ended)
+            self._on_exits(ended)
 
     def _on_exits(self, tokens: list[str]) -> None:
         """Watcher thread: reap, free capacity, start what fits, then wake the daemon."""

@@ -236,14 +236,19 @@ def test_trials_run_once_while_the_daemon_is_out_of_descriptors(
         flooder.join()
         for s in held:
             s.close()
-    trials = wait_for(
-        lambda: (
-            d.ctl("trials", "fds", "--json", check=False).returncode == 0
-            and d.wait_sweep_done("fds", timeout=120)
-        ),
-        60,
-        "clusterctl to answer",
-    )
+    try:
+        trials = wait_for(
+            lambda: (
+                d.ctl("trials", "fds", "--json", check=False).returncode == 0
+                and d.wait_sweep_done("fds", timeout=120)
+            ),
+            60,
+            "clusterctl to answer",
+        )
+    except AssertionError:
+        print(d.ctl("trials", "fds", check=False).stdout)
+        print(d.log()[-6000:])
+        raise
     # an attempt that ended while the daemon was starved of fds is read on a later pass
     # (layout.StatusNotReadable), never taken for a failed one: every trial completed
     assert [t["state"] for t in trials] == ["completed"] * len(trials), trials
