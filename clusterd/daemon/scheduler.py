@@ -688,6 +688,8 @@ class Scheduler:
             resources=spec.resources,
             options=spec.driver_options.get(sweep.driver, {}),
             exclude_hosts=tuple(sorted(self._bad_hosts.get(sweep.id, {}))),
+            resume_signal=spec.resume.signal,
+            resume_lead=spec.resume.signal_lead,
         )
 
     def _repro(self, sweep: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from clusterd.drivers.options import Option, option_problem
+from clusterd.errors import SpecError
 from clusterd.spec.model import Resources, SweepSpec
 
 __all__ = [
@@ -54,6 +56,11 @@ class JobRequest:
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the runner
     #: hosts where this sweep's trials keep failing; schedulers with a host choice avoid them
     exclude_hosts: tuple[str, ...] = ()
+    #: the sweep's ``[resume] signal`` ("none": no signal), sent ``resume_lead`` seconds
+    #: before ``resources.time`` (by the scheduler where it can, e.g. sbatch --signal);
+    #: drivers never read it back from launch.json
+    resume_signal: str = "none"
+    resume_lead: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,10 @@ class Driver(ABC):
     #: seconds a job may be gone without the runner's status.json appearing before the
     #: attempt is declared lost (shared filesystems can lag behind the scheduler)
     status_grace: ClassVar[float] = 60.0
+    #: every option the driver takes (clusterd.drivers.options): checked by ``validate``
+    #: (a sweep's table) and by the constructor (driver-wide options), listed by
+    #: ``clusterctl drivers --options``
+    option_specs: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -125,12 +136,17 @@ class Driver(ABC):
         """
         self._may_launch = may_launch
 
-    def validate(self, spec: SweepSpec) -> None:  # noqa: B027 - optional hook
+    def validate(self, spec: SweepSpec) -> None:
         """Raise ``UnsupportedResource``/``SpecError`` if this driver cannot run the sweep.
 
-        Called at submit time, before anything is persisted. Unknown keys in
-        ``spec.driver_options[self.name]`` must be rejected, listing the valid ones.
+        Called at submit time, before anything is persisted. The default checks the
+        sweep's ``[drivers.<name>]`` table against ``option_specs`` (unknown keys are
+        refused, listing the valid ones); overrides call it first.
         """
+        table = spec.driver_options.get(self.name, {})
+        problem = option_problem(self.option_specs, table, sweep=True)
+        if problem is not None:
+            raise SpecError(spec.source, f"drivers.{self.name}", problem)
 
     @abstractmethod
     def submit(self, jobs: Sequence[JobRequest]) -> dict[str, str]:
