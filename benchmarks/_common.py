@@ -295,7 +295,13 @@ class Daemon:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.home = root / "h"
-        self.env = {**bench_env(root), "CLUSTERD_HOME": str(self.home)}
+        self.env = {
+            **bench_env(root),
+            "CLUSTERD_HOME": str(self.home),
+            # the test-only fake driver (bench_ingest, bench_tui), and no user config file
+            "CLUSTERD_PLUGINS": "clusterd.testing.fake_driver",
+            "CLUSTERD_CONFIG": str(root / "config.toml"),
+        }
         self.env.pop("CLUSTERD_DB_URL", None)
         self.ctl_argv = clusterctl_argv()
 

@@ -202,7 +202,7 @@ def run_submitit(root: Path, n: int, shims: Shims) -> Result:
 def run_per_job(root: Path, n: int, shims: Shims) -> Result:
     """One ``sbatch`` per job, as cluster_utils submits: held, then cancelled (only the
     submission is compared; running them would take as long as the arrays above)."""
-    from clusterd.drivers.slurm import run_command
+    from clusterd.drivers.batch.commands import run_command
 
     name = f"cdb-perjob-{os.getpid()}"
     root.mkdir(parents=True)
@@ -226,7 +226,8 @@ def poll_cost(root: Path, n: int, chunk: int) -> tuple[float, float, int]:
     """``(median CPU s, median wall s, squeue lines)`` of ``SlurmDriver.poll`` over ``n``
     held array tasks in the real queue."""
     from clusterd.drivers.base import JobRef
-    from clusterd.drivers.slurm import SlurmDriver, run_command
+    from clusterd.drivers.batch.commands import run_command
+    from clusterd.drivers.slurm import SlurmDriver
 
     name = f"cd.bench-poll.{os.getpid():x}{n}"
     adirs = root / f"poll-{n}"
@@ -283,7 +284,8 @@ def slurm_problem() -> str | None:
 
 
 def max_array_size() -> int:
-    from clusterd.drivers.slurm import parse_scontrol_config, run_command
+    from clusterd.drivers.batch.commands import run_command
+    from clusterd.drivers.slurm import parse_scontrol_config
 
     out = run_command(["scontrol", "show", "config"], 30, None).stdout
     return int(parse_scontrol_config(out)["MaxArraySize"])

@@ -21,7 +21,10 @@ carries a traceback (the daemon logs those).
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
+    "RESOURCE_ERRNOS",
     "ClusterdError",
     "Conflict",
     "DaemonUnreachable",
@@ -34,6 +37,7 @@ __all__ = [
     "StorageError",
     "UnsupportedResource",
     "error_from_wire",
+    "short_of_resources",
 ]
 
 
@@ -122,3 +126,12 @@ def error_from_wire(error: dict[str, str]) -> ClusterdError:
     exc = cls(error.get("message", "unknown error"))
     exc.code = error.get("code", "error")
     return exc
+
+
+#: errors that say "not now" (out of descriptors or memory), not "no such thing": a reader
+#: that gets one must not conclude a file is absent or a process is gone
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+
+
+def short_of_resources(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS

@@ -53,6 +53,8 @@ __all__ = [
 MARKER_INTERVAL = 0.5
 
 _env = os.environ
+# File names are those of clusterd.node.names, written out: importing it costs every trial
+# two modules (tests/test_trial.py pins the import list; tests/node/test_names.py the names)
 _EVENTS = _env.get("CLUSTERD_EVENTS") or None
 _ACTIVE = _EVENTS is not None
 _TRIAL_DIR = _env.get("CLUSTERD_TRIAL_DIR") or None
@@ -297,15 +299,11 @@ def last_checkpoint() -> Checkpoint | None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    """Temp file in the same dir + fsync + rename: readers see the old or the new file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Readers see the old or the new file; fsync'd: the next attempt resumes from it
+    (clusterd.node.atomic, imported here: only checkpoint() needs it)."""
+    from clusterd.node.atomic import replace_at
+
+    replace_at(path, text.encode("utf-8"), fsync=True)
 
 
 # -- stopping and resuming ------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterd.events import (
+from clusterd.node.events import (
     MAX_LINE,
     CheckpointEvent,
     GpuEvent,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterd.events import CheckpointEvent, GpuEvent, parse_chunk
-from clusterd.runner import build_argv, build_shell_line, render_value
+from clusterd.node.events import CheckpointEvent, GpuEvent, parse_chunk
+from clusterd.runner.command import build_argv, build_shell_line, render_value
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -457,6 +457,17 @@ def test_resume_signal_reaches_a_plain_signal_handler(tmp_path: Path) -> None:
     attempt = Attempt(tmp_path, python(code), time_limit=10, resume=resume)
     assert attempt.run() == 3
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_resume_signal_none_leaves_the_marker_only(tmp_path: Path) -> None:
+    """``[resume] signal = "none"``: no signal at the lead, the marker still appears (the
+    runner refused such a launch.json as an unknown signal before)."""
+    resume = {"exit_code": 3, "signal": "none", "signal_lead": 29}
+    attempt = Attempt(tmp_path, python(CHECKPOINTING_TRIAL), time_limit=30, resume=resume)
+    assert attempt.run() == 3
+    assert (attempt.dir / "CHECKPOINT_REQUESTED").exists()
+    assert "the sweep sends no resume signal" in attempt.file("runner.log")
+    assert isinstance(attempt.events()[-1], CheckpointEvent)
 
 
 def test_enforced_time_limit_terms_then_kills(tmp_path: Path) -> None:

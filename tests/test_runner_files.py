@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterd.runner import LaunchError, load_launch
+from clusterd.node.launch import LaunchError, load_launch
 from tests.conftest import wait_for
 from tests.e2e.test_security import NOBODY, as_nobody, needs_root
 from tests.test_runner import PY, Attempt, gone, python

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clusterd import trial
-from clusterd.events import CheckpointEvent, MetricEvent, parse_chunk
+from clusterd.node.events import CheckpointEvent, MetricEvent, parse_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,10 @@
 """The daemon in the foreground: open the database, take the lease, serve, schedule.
 
-Start-up order matters: the lease is taken before anything is scheduled (one
-scheduler per database), the schema is upgraded before any query, drivers are
-loaded (a mistyped plugin hook fails here, loudly), and the socket accepts only
-once all of that worked -- ``clusterd start`` waits for exactly that moment.
+Start-up order matters: plugins are loaded first (one that cannot be used is skipped
+with a warning; a bad config file refuses the start, before the database is touched),
+the lease is taken before anything is scheduled (one scheduler per database), the
+schema is upgraded before any query, and the socket accepts only once all of that
+worked -- ``clusterd start`` waits for exactly that moment.
 
 From then on every write transaction passes the write guard (``guard.py``): a daemon
 whose lease was taken over, or whose database file was deleted or replaced, writes
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from clusterd import paths
+from clusterd.config import UserConfig, load_config
 from clusterd.daemon import db, lease
 from clusterd.daemon.guard import WATCH_INTERVAL, WriteGuard, write_halted
 from clusterd.daemon.handlers import HANDLERS, Context, subscribe
@@ -34,10 +36,16 @@ from clusterd.daemon.searching import Proposer
 from clusterd.daemon.server import Server
 from clusterd.daemon.stopper import Stopper
 from clusterd.daemon.store import Store
-from clusterd.drivers.registry import build_plugin_manager, load_drivers
 from clusterd.errors import ClusterdError, LeaseHeld
-from clusterd.search.registry import load_searchers
-from clusterd.stopping.registry import load_rules
+from clusterd.plugins import (
+    DriverRegistry,
+    PluginManager,
+    PluginSource,
+    build_plugin_manager,
+    load_drivers,
+    load_rules,
+    load_searchers,
+)
 
 __all__ = ["run_foreground"]
 
@@ -57,6 +65,7 @@ def run_foreground(*, new_database: bool = False) -> int:
 
 
 async def _main(home: Path, new_database: bool = False) -> int:
+    plugins, registry, config = _load_plugins()  # a bad config file refuses the start here
     url = paths.db_url()
     engine = db.make_engine(url, allow_new=new_database)
     try:
@@ -87,19 +96,19 @@ async def _main(home: Path, new_database: bool = False) -> int:
             loop.call_soon_threadsafe(hub.publish, changes)
 
         store.on_change(publish)
-        plugins = build_plugin_manager()
-        registry = load_drivers(plugins)
         scheduler: Scheduler
         drivers = DriverSet(
-            {cls.name: cls for cls in registry},
+            registry.by_name(),
             lambda: scheduler.wake(),
             lambda: db.may_launch(engine),
+            config=config,
+            sources=_driver_sources(plugins, registry),
         )
         scheduler = Scheduler(
             store,
             drivers,
-            stopper=Stopper(store, {cls.name: cls for cls in load_rules(plugins)}),
-            proposer=Proposer(store, {cls.name: cls for cls in load_searchers(plugins)}),
+            stopper=Stopper(store, load_rules(plugins).by_name()),
+            proposer=Proposer(store, load_searchers(plugins).by_name()),
         )
         ctx = Context(
             store=store,
@@ -109,6 +118,7 @@ async def _main(home: Path, new_database: bool = False) -> int:
             home=home,
             started_at=time.time(),
             request_shutdown=stop.set,
+            extra={"plugins": plugins},
         )
         handlers = {**HANDLERS, "status": _status_handler(guard, HANDLERS["status"])}
         server = Server(paths.socket_path(), handlers, ctx, subscribe)
@@ -143,6 +153,27 @@ async def _main(home: Path, new_database: bool = False) -> int:
                 lease.release(engine, holder)
         db.set_write_guard(engine, None)
         engine.dispose()
+
+
+def _load_plugins() -> tuple[PluginManager, DriverRegistry, UserConfig]:
+    """Every usable plugin (bad ones are skipped, with a warning, and listed by
+    ``clusterctl drivers``), and the user's config file checked against the drivers:
+    unlike a bad plugin, a bad config file refuses the start (``ConfigError``)."""
+    plugins = build_plugin_manager()
+    registry = load_drivers(plugins)
+    config, warnings = load_config(registry.by_name())
+    for warning in warnings:
+        log.warning("%s", warning)
+    return plugins, registry, config
+
+
+def _driver_sources(plugins: PluginManager, registry: DriverRegistry) -> dict[str, PluginSource]:
+    """Driver name -> the ``PluginSource`` of the plugin that registered it."""
+    return {
+        name: plugins.sources[origin]
+        for name in registry.names()
+        if (origin := registry.origin(name)) in plugins.sources
+    }
 
 
 def _status_handler(guard: WriteGuard, base: Any) -> Any:

@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+from clusterd.node import names
+
 __all__ = ["ended_times", "runner_started_at"]
 
 
@@ -26,7 +28,7 @@ def _time(value: Any) -> float | None:
 def runner_started_at(attempt_dir: str) -> float | None:
     """``started_at`` of the attempt's ``runner.json``; None if absent or unusable."""
     try:
-        with open(os.path.join(attempt_dir, "runner.json"), "rb") as fh:
+        with open(os.path.join(attempt_dir, names.RUNNER_JSON), "rb") as fh:
             data = json.loads(fh.read(1 << 16))
     except (OSError, ValueError):
         return None

@@ -34,9 +34,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from clusterd import events, layout
 from clusterd.daemon.store import Store
-from clusterd.events import CheckpointEvent, GpuEvent, MetricEvent, parse_chunk
+from clusterd.node import events, layout
+from clusterd.node.events import CheckpointEvent, GpuEvent, MetricEvent, parse_chunk
 
 __all__ = ["AttemptCursor", "IngestResult", "ingest_attempt", "open_cursor"]
 

@@ -16,14 +16,14 @@ import json
 import os
 from typing import Any
 
-from clusterd import nodefs
+from clusterd.node import names
+from clusterd.node.atomic import replace_json
+from clusterd.node.files import UnsafeFile, open_dir, open_subdir, read_own
 
 __all__ = ["RUN_FILES", "AttemptDirRefused", "write_launch"]
 
-LAUNCH_FILE = "launch.json"
-RUN_FILES = nodefs.RUN_FILES
-#: what an attempt dir written but never started may hold (temp files start with ".")
-_UNSTARTED = frozenset({LAUNCH_FILE, "job.json", "driver.log"})
+LAUNCH_FILE = names.LAUNCH
+RUN_FILES = names.RUN_FILES
 
 
 class AttemptDirRefused(Exception):
@@ -39,19 +39,17 @@ def write_launch(
     unconfirmed submission); its dir may then hold job.json of the same token."""
     adir = launch["attempt_dir"]
     try:
-        out_fd = nodefs.open_dir(output_dir)
+        out_fd = open_dir(output_dir)
     except FileNotFoundError:
         os.makedirs(output_dir, exist_ok=True)
-        out_fd = nodefs.open_dir(output_dir)
-    except nodefs.UnsafeFile as exc:
+        out_fd = open_dir(output_dir)
+    except UnsafeFile as exc:
         raise AttemptDirRefused(f"output dir refused: {exc}") from None
     try:
         trial_path = os.path.dirname(adir)
         try:
-            trial_fd = nodefs.open_subdir(
-                out_fd, str(index), trial_path, create=True, exclusive=False
-            )
-        except nodefs.UnsafeFile as exc:
+            trial_fd = open_subdir(out_fd, str(index), trial_path, create=True, exclusive=False)
+        except UnsafeFile as exc:
             raise AttemptDirRefused(f"trial dir refused: {exc}") from None
         try:
             _write_in(trial_fd, adir, launch, again=again)
@@ -64,14 +62,14 @@ def write_launch(
 def _write_in(trial_fd: int, adir: str, launch: dict[str, Any], *, again: bool) -> None:
     name = os.path.basename(adir)
     try:
-        fd = nodefs.open_subdir(trial_fd, name, adir, create=True, exclusive=True)
+        fd = open_subdir(trial_fd, name, adir, create=True, exclusive=True)
     except FileExistsError:
         fd = _reopen_unstarted(trial_fd, adir, launch, again=again)
-    except nodefs.UnsafeFile as exc:
+    except UnsafeFile as exc:
         raise AttemptDirRefused(f"attempt dir refused: {exc}") from None
     try:
         # no fsync: after a host crash the attempt is resubmitted and this file rewritten
-        nodefs.replace_json(fd, LAUNCH_FILE, launch, 0o600)
+        replace_json(fd, LAUNCH_FILE, launch, mode=0o600, fsync=False)
     finally:
         os.close(fd)
 
@@ -82,20 +80,20 @@ def _reopen_unstarted(trial_fd: int, adir: str, launch: dict[str, Any], *, again
     hint = "; clusterd never runs two attempts in one dir (use another output_dir)"
     try:
         name = os.path.basename(adir)
-        fd = nodefs.open_subdir(trial_fd, name, adir, create=False, exclusive=False)
-    except nodefs.UnsafeFile as exc:
+        fd = open_subdir(trial_fd, name, adir, create=False, exclusive=False)
+    except UnsafeFile as exc:
         raise AttemptDirRefused(f"{refuse}is refused: {exc}{hint}") from None
     try:
-        names = set(os.listdir(fd))
-        used = sorted(names & RUN_FILES)
+        found = set(os.listdir(fd))
+        used = sorted(found & RUN_FILES)
         if used:
             raise AttemptDirRefused(f"{refuse}was used by a run ({', '.join(used)}){hint}")
-        other = sorted(n for n in names - _UNSTARTED if not n.startswith("."))
+        other = sorted(n for n in found - names.UNSTARTED_FILES if not n.startswith("."))
         if other:
             raise AttemptDirRefused(f"{refuse}holds files clusterd did not write there: {other}")
-        if "job.json" in names and not again:
+        if names.JOB in found and not again:
             raise AttemptDirRefused(f"{refuse}holds another submission's job.json{hint}")
-        if LAUNCH_FILE in names:
+        if LAUNCH_FILE in found:
             _check_same_attempt(fd, adir, launch, again=again)
     except BaseException:
         os.close(fd)
@@ -108,8 +106,8 @@ def _check_same_attempt(dir_fd: int, adir: str, launch: dict[str, Any], *, again
     else the same sweep, trial and attempt (a daemon killed before it recorded the attempt)."""
     path = os.path.join(adir, LAUNCH_FILE)
     try:
-        old = json.loads(nodefs.read_own(LAUNCH_FILE, dir_fd=dir_fd))
-    except (nodefs.UnsafeFile, ValueError) as exc:
+        old = json.loads(read_own(LAUNCH_FILE, dir_fd=dir_fd))
+    except (UnsafeFile, ValueError) as exc:
         raise AttemptDirRefused(f"attempt dir {adir} holds a launch.json not ours: {exc}") from None
     if not isinstance(old, dict):
         raise AttemptDirRefused(f"{path} is not a launch file")

@@ -244,6 +244,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             wait = max(0.0, (h.get("next_try_at") or 0) - time.time())
             line += f"; backing off ({h['failures']} failed in a row, next try in {wait:.0f} s)"
         print(line)
+    for problem in status.get("plugin_problems", []):
+        print(f"plugin    {problem['plugin']} skipped: {problem['why']}")
     for line in _guard_lines(status):
         print(line)
     for line in _resource_lines(status):

@@ -66,7 +66,8 @@ def decide(
     if reason and reason.upper() in PREEMPTION_REASONS:
         # the scheduler killed it (the runner saw only a SIGTERM): its word decides
         return _resume(f"job ended by the scheduler ({reason})", resume, resumes, "lost")
-    if status.get("timed_out"):
+    # the runner's own deadline, or the scheduler's (Slurm ends the job TIMEOUT itself)
+    if status.get("timed_out") or (reason or "").upper().startswith("TIMEOUT"):
         if ending.checkpointed:
             return _resume("time limit reached after a checkpoint", resume, resumes, "timeout")
         return _failure("time limit reached without a checkpoint", retry, failures, "timeout")

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterd.errors import Conflict, InvalidRequest
+from clusterd.node import atomic, names
+from clusterd.node.files import create_new, open_own_dir
 
 __all__ = [
     "CLAIM_LOCK",
@@ -115,7 +117,7 @@ def _trial_like(path: str) -> bool:
     try:
         with os.scandir(path) as it:
             for entry in it:
-                if entry.name in ("params.json", "checkpoints", MARKER_DIR):
+                if entry.name in (names.PARAMS, names.CHECKPOINTS, MARKER_DIR):
                     return True
                 if _ATTEMPT_DIR.fullmatch(entry.name):
                     return True
@@ -421,21 +423,15 @@ def write_file_at(directory: str, name: str, text: str, replace: bool = False) -
     """Write ``directory/name`` (0600) through a directory fd opened without following
     symlinks; the file is created exclusively (``replace``: via a temporary and a rename).
     Returns False when it exists and ``replace`` is off (written once, never again)."""
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    dfd = open_own_dir(directory)
     try:
-        target = f".{name}.tmp" if replace else name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         if replace:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target, dir_fd=dfd)
+            atomic.replace(dfd, name, text.encode(), mode=0o600, fsync=False)
+            return True
         try:
-            fd = os.open(target, flags, 0o600, dir_fd=dfd)
+            os.close(create_new(dfd, name, 0o600, text.encode()))
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        if replace:
-            os.replace(target, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         return True
     finally:
         os.close(dfd)

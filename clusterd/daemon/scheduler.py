@@ -15,6 +15,12 @@ The scheduler runs on its own thread and event loop (``start_thread``), so a pas
 stuck on a locked database never freezes the socket; driver calls run in worker
 threads of that loop. Requests that change scheduling state (``cancel``,
 ``stop_trial``) run on the scheduler's loop too, between passes.
+
+This module keeps the loop and the order of its steps (transactions, write-ahead rows,
+the lease check before a submit); the parts it consults live beside it: the drivers and
+calls into them (driverset.py), the backoffs of failing sweeps and trials (backoff.py),
+the hosts a sweep avoids (badhosts.py) and what an attempt is launched with
+(launching.py).
 """
 
 from __future__ import annotations
@@ -22,22 +28,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import random
 import secrets
-import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-from clusterd import layout, runner
 from clusterd.daemon.attempt_times import ended_times, runner_started_at
+from clusterd.daemon.backoff import (
+    CrashLoop,
+    SweepTrouble,
+    backoff_delay,
+    crash_delay,
+    note_launch_failure,
+)
+from clusterd.daemon.badhosts import BadHosts, keep_one_eligible
 from clusterd.daemon.db import WritesRefused, check_write_guard
+from clusterd.daemon.driverset import DriverCalls, DriverHealth, DriverSet
 from clusterd.daemon.ingest import AttemptCursor, IngestResult, ingest_attempt, open_cursor
-from clusterd.daemon.launchfile import AttemptDirRefused, write_launch
+from clusterd.daemon.launching import (
+    RUNNER_ARGV,
+    job_request,
+    refuse_known,
+    refuse_new,
+    write_attempt_launch,
+)
 from clusterd.daemon.outcome import Ending, decide
 from clusterd.daemon.repro import attempt_code
 from clusterd.daemon.searching import Proposer
@@ -45,103 +61,29 @@ from clusterd.daemon.stopper import Stopper, write_marker
 from clusterd.daemon.store import FINAL_STATES, Store
 from clusterd.drivers.base import Driver, JobRef, JobRequest, JobStatus
 from clusterd.errors import ClusterdError, InvalidRequest, NotFound
+from clusterd.node import layout
+from clusterd.node.status import StatusNotReadable, read_status
 from clusterd.spec.model import SweepSpec
 
-__all__ = ["DriverSet", "Scheduler"]
+# all but Scheduler live in driverset.py, backoff.py, badhosts.py and launching.py and
+# are imported from here still; ``ingest_attempt`` stays a global of this module on
+# purpose (tests/faults/test_crash_windows.py wraps it here, as it wraps _send and _end).
+__all__ = [
+    "RUNNER_ARGV",
+    "DriverHealth",
+    "DriverSet",
+    "Scheduler",
+    "SweepTrouble",
+    "backoff_delay",
+    "crash_delay",
+    "keep_one_eligible",
+]
 
 log = logging.getLogger("clusterd.scheduler")
 R = TypeVar("R")
 
 #: the longest gap between reads of the events files while trials report nothing
 MAX_INGEST_INTERVAL = 2.0
-#: the runner's grace between SIGTERM and SIGKILL
-KILL_GRACE = 10
-#: how drivers start the runner: isolated (-I) and without site-packages (-S), since it
-#: is stdlib only -- that saves ~20 ms of interpreter start-up per trial
-RUNNER_ARGV = (sys.executable, "-I", "-S", str(Path(runner.__file__).resolve()))
-
-
-#: crash-loop backoff: a trial's next attempt after n genuine failures in a row waits
-#: CRASH_BACKOFF_BASE * 2**(n-1) s (1, 2, 4, ... s), at most CRASH_BACKOFF_MAX
-CRASH_BACKOFF_BASE = 1.0
-CRASH_BACKOFF_MAX = 300.0
-
-
-def crash_delay(streak: int) -> float:
-    """Seconds a trial waits before its next attempt after ``streak`` failures in a row."""
-    if streak <= 0:
-        return 0.0
-    return min(CRASH_BACKOFF_MAX, CRASH_BACKOFF_BASE * 2 ** min(streak - 1, 30))
-
-
-def backoff_delay(failures: int, rnd: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after ``failures`` consecutive failed driver calls: 2 s doubling up to
-    5 min, each drawn from the upper half of its interval ("equal jitter")."""
-    ceiling = min(300.0, 2.0 * 2 ** min(failures - 1, 16))
-    return ceiling * (0.5 + 0.5 * rnd())
-
-
-class DriverSet:
-    """Driver instances by name, created on first use from the registry's classes."""
-
-    def __init__(
-        self,
-        classes: dict[str, type[Driver]],
-        wakeup: Callable[[], None],
-        may_launch: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.classes = classes
-        self._instances: dict[str, Driver] = {}
-        self._wakeup = wakeup
-        self._may_launch = may_launch
-        self._lock = threading.Lock()  # the scheduler and request handlers both ask
-
-    def get(self, name: str) -> Driver:
-        with self._lock:
-            if name not in self._instances:
-                if name not in self.classes:
-                    known = ", ".join(sorted(self.classes)) or "none"
-                    raise NotFound(f"no driver named {name!r} is installed (installed: {known})")
-                driver = self.classes[name]()
-                driver.set_wakeup(self._wakeup)
-                driver.set_launch_guard(self._may_launch)
-                self._instances[name] = driver
-            return self._instances[name]
-
-    def close(self) -> None:
-        for driver in self._instances.values():
-            try:
-                driver.close()
-            except Exception:
-                log.exception("closing driver %s failed", driver.name)
-
-
-@dataclass
-class DriverHealth:
-    last_poll_at: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    failures: int = 0
-    next_try_at: float = 0.0
-
-
-@dataclass
-class SweepTrouble:
-    """Why a sweep's launches fail (its files cannot be written, its driver refuses them),
-    kept in memory: the sweep alone backs off while every other sweep and poll go on."""
-
-    reason: str
-    since: float
-    failures: int = 1
-    next_try_at: float = 0.0
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "since": self.since,
-            "failures": self.failures,
-            "next_try_at": self.next_try_at,
-        }
 
 
 @dataclass
@@ -175,7 +117,9 @@ class Scheduler:
         self._terminated: set[int] = set()
         self.ingest_interval = ingest_interval
         self._ingest_delay = ingest_interval
-        self.health: dict[str, DriverHealth] = {}
+        self.driver_calls = DriverCalls(drivers)
+        #: each driver's health, by name (``status``)
+        self.health = self.driver_calls.health
         self.stats = Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -186,11 +130,11 @@ class Scheduler:
         self._specs: dict[int, tuple[Any, SweepSpec]] = {}
         self._last_ingest = 0.0
         self._has_live = False
-        self._bad_hosts: dict[int, dict[str, int]] = {}
+        self._bad_hosts = BadHosts(drivers)
         #: sweeps whose launches fail, by name (``SweepTrouble``)
         self.troubles: dict[str, SweepTrouble] = {}
-        #: trials held back by the crash-loop backoff: trial id -> when they may go
-        self._retry_at: dict[int, float] = {}
+        #: trials held back by the crash-loop backoff
+        self._crash_loop = CrashLoop()
         #: why this scheduler stopped for good (lease lost, database gone), if it did
         self.halted: str | None = None
 
@@ -247,7 +191,7 @@ class Scheduler:
 
     def _idle_timeout(self) -> float:
         due = [t.next_try_at for t in self.troubles.values()]
-        due.extend(self._retry_at.values())
+        due.extend(self._crash_loop.waits())
         soonest = max(0.05, min(due) - time.time()) if due else 30.0
         if not self._has_live:
             return min(30.0, soonest)
@@ -276,7 +220,7 @@ class Scheduler:
             except WritesRefused:
                 raise
             except Exception as exc:  # one driver's trouble (or one sweep's files) stays its own
-                self._driver_failed(name, exc)
+                self.driver_calls.failed(name, exc)
         self._ingest_live(sweeps)
         await self._enforce_ends(live, sweeps)
         await self._submit_pending(sweeps)
@@ -287,10 +231,10 @@ class Scheduler:
     async def _track_driver(
         self, name: str, attempts: list[Any], sweeps: dict[int, Any], poll_now: bool
     ) -> None:
-        driver = self._driver(name)
+        driver = self.driver_calls.get(name)
         if driver is None:
             return
-        health = self.health.setdefault(name, DriverHealth())
+        health = self.driver_calls.health_of(name)
         now = time.time()
         due = health.last_poll_at is None or now - health.last_poll_at >= driver.poll_interval
         if not (poll_now or due) or now < health.next_try_at:
@@ -302,7 +246,7 @@ class Scheduler:
         if not tracked:
             return
         refs = [self._ref(a, sweeps) for a in tracked]
-        statuses = await self._call(name, driver.poll, refs)
+        statuses = await self.driver_calls.call(name, driver.poll, refs)
         if statuses is None:
             return
         health.last_poll_at = time.time()
@@ -346,8 +290,8 @@ class Scheduler:
         if self._ingest(conn, sweep, attempt, cursor, final=False).more:
             return  # a backlog: the next passes read it, a chunk each, and commit each
         try:
-            result = layout.read_status(adir)
-        except layout.StatusNotReadable as exc:
+            result = read_status(adir)
+        except StatusNotReadable as exc:
             log.warning("attempt %s: status.json not readable now (%s); next pass", attempt.id, exc)
             return  # out of fds or memory: the result is there, read it on a later pass
         if result is None:
@@ -472,11 +416,11 @@ class Scheduler:
             except WritesRefused:
                 raise
             except Exception as exc:
-                self._sweep_failed(sweep.name, exc)
+                note_launch_failure(self.troubles, sweep.name, exc)
 
     async def _submit_sweep(self, sweep: Any) -> None:
-        driver = self._driver(sweep.driver)
-        health = self.health.setdefault(sweep.driver, DriverHealth())
+        driver = self.driver_calls.get(sweep.driver)
+        health = self.driver_calls.health_of(sweep.driver)
         if driver is None or time.time() < health.next_try_at:
             return
         spec = self._spec(sweep)
@@ -489,7 +433,7 @@ class Scheduler:
                 self.proposer.top_up(conn, sweep, spec, free)
         hosts: dict[str, int] = {}
         with self.store.read() as conn:
-            trials, waits = self._ready_trials(conn, sweep, free)
+            trials, waits = self._crash_loop.ready_trials(self.store, conn, sweep, free)
             if trials:
                 hosts = self.store.failing_hosts(conn, sweep.id, spec.retry.exclude_host_after)
         if waits:
@@ -497,72 +441,15 @@ class Scheduler:
                 for trial_id, reason in waits.items():
                     self.store.update_trial_progress(conn, trial_id, reason=reason)
         if trials:
-            await self._exclude_hosts(sweep, spec, driver, hosts)
+            await self._bad_hosts.exclude(sweep, spec, driver, hosts)
             await self._submit_trials(sweep, spec, driver, trials)
-
-    def _ready_trials(self, conn: Any, sweep: Any, free: int) -> tuple[list[Any], dict[int, str]]:
-        """Up to ``free`` pending trials that may go now, and the new pending reasons of those
-        the crash-loop backoff holds back (``crash_delay``: a trial that keeps failing waits
-        1, 2, 4, ... s, at most 5 min, between attempts; a resume or success resets it)."""
-        now = time.time()
-        held = sum(1 for until in self._retry_at.values() if until > now)
-        rows = self.store.pending_trials(conn, sweep.id, free + held)
-        fresh = [t for t in rows if t.failures and self._retry_at.get(t.id, 0.0) <= now]
-        waits: dict[int, str] = {}
-        if fresh:
-            streaks = self.store.failure_streaks(conn, [t.id for t in fresh])
-            for trial in fresh:
-                streak, ended = streaks.get(trial.id, (0, None))
-                self._retry_at.pop(trial.id, None)
-                until = (ended or now) + crash_delay(streak)
-                if until > now:
-                    self._retry_at[trial.id] = until
-                    base = (trial.reason or "failed").split("; next attempt in")[0]
-                    waits[trial.id] = (
-                        f"{base}; next attempt in {until - now:.0f} s "
-                        f"(crash-loop backoff after {streak} failure(s) in a row)"
-                    )
-        for trial_id in [k for k, until in self._retry_at.items() if until <= now]:
-            del self._retry_at[trial_id]
-        ready = [t for t in rows if t.id not in self._retry_at]
-        return ready[:free], waits
-
-    async def _exclude_hosts(
-        self, sweep: Any, spec: SweepSpec, driver: Driver, hosts: dict[str, int]
-    ) -> None:
-        """Note the hosts to exclude, never all the eligible ones (the driver lists those
-        where it can tell): the last eligible host stays, or nothing could ever run."""
-        if hosts:
-            options = spec.driver_options.get(sweep.driver, {})
-            try:
-                eligible = await asyncio.to_thread(driver.eligible_hosts, spec.resources, options)
-            except Exception as exc:
-                log.warning("sweep %s: cannot list eligible hosts: %s", sweep.name, exc)
-                eligible = None
-            hosts = keep_one_eligible(sweep.name, hosts, eligible)
-        self._note_bad_hosts(sweep, hosts)
-
-    def _note_bad_hosts(self, sweep: Any, hosts: dict[str, int]) -> None:
-        """Remember (and report once) the hosts this sweep's new attempts must avoid."""
-        known = self._bad_hosts.setdefault(sweep.id, {})
-        for host in [h for h in known if h not in hosts]:
-            del known[host]
-        for host, failures in hosts.items():
-            if host not in known:
-                log.warning(
-                    "sweep %s: excluding host %s after %d failed attempts there",
-                    sweep.name,
-                    host,
-                    failures,
-                )
-        known.update(hosts)
 
     def retry_waits(self) -> list[float]:
         """When each trial held by the crash-loop backoff may go (for ``status``)."""
-        return list(self._retry_at.values())
+        return self._crash_loop.waits()
 
     def bad_hosts(self, sweep_id: int) -> dict[str, int]:
-        return dict(self._bad_hosts.get(sweep_id, {}))
+        return self._bad_hosts.of(sweep_id)
 
     async def _submit_trials(
         self, sweep: Any, spec: SweepSpec, driver: Driver, trials: Sequence[Any]
@@ -574,7 +461,7 @@ class Scheduler:
             number = trial.attempts + 1
             token = f"cd-{sweep.name[:40]}-{trial.index}-{number}-{secrets.token_hex(3)}"
             adir = layout.attempt_dir(sweep.output_dir, trial.index, number)
-            why = self._write_launch(sweep, spec, driver, repro, trial, number, adir, token)
+            why = write_attempt_launch(sweep, spec, driver, repro, trial, number, adir, token)
             if why is not None:
                 refused.append((trial, number, token, why))
                 continue
@@ -597,7 +484,7 @@ class Scheduler:
                 self.store.transition(
                     conn, trial, "queued", "submitted", row["number"], attempts=row["number"]
                 )
-            self._refuse_new(conn, refused)
+            refuse_new(self.store, conn, refused)
         await self._send(sweep.driver, driver, requests)
 
     async def _send(self, name: str, driver: Driver, requests: list[JobRequest]) -> None:
@@ -611,7 +498,9 @@ class Scheduler:
             accepted = await asyncio.to_thread(driver.submit, requests)
         except Exception as exc:
             for sweep_name in sweeps:
-                self._sweep_failed(sweep_name, exc, f"driver {name}: submit failed: ")
+                note_launch_failure(
+                    self.troubles, sweep_name, exc, f"driver {name}: submit failed: "
+                )
             return  # attempts stay 'submitting'; found or resubmitted on a later pass
         for sweep_name in sweeps:
             if self.troubles.pop(sweep_name, None) is not None:
@@ -636,7 +525,7 @@ class Scheduler:
     ) -> None:
         """Attempts written but never confirmed: adopt the job if it exists, else resubmit."""
         refs = [self._ref(a, sweeps) for a in attempts]
-        found = await self._call(name, driver.find, refs)
+        found = await self.driver_calls.call(name, driver.find, refs)
         if found is None:
             return
         now = time.time()
@@ -660,16 +549,23 @@ class Scheduler:
             requests = []
             for a in resubmit:
                 sweep = sweeps[a.sweep_id]
+                if time.time() < self._trouble_until(sweep.name):
+                    continue  # its files cannot be written now; tried again after its backoff
                 spec = self._spec(sweep)
                 adir = self._attempt_dir(sweep, a)
                 with self.store.read() as conn:
                     trial = self.store.trial_by_id(conn, a.trial_id)
-                why = self._write_launch(
-                    sweep, spec, driver, self._repro(sweep), trial, a.number, adir, a.token, True
-                )
+                try:
+                    repro = self._repro(sweep)
+                    why = write_attempt_launch(
+                        sweep, spec, driver, repro, trial, a.number, adir, a.token, True
+                    )
+                except OSError as exc:  # one sweep's full or read-only disk stays its own
+                    note_launch_failure(self.troubles, sweep.name, exc)
+                    continue
                 if why is not None:  # not ours, or it ran: end the attempt, never reuse the dir
                     with self._tx() as conn:
-                        self._refuse_known(conn, a, why)
+                        refuse_known(self.store, conn, a, why)
                     continue
                 requests.append(self._request(sweep, spec, a.index, a.number, a.token, adir))
             if requests:
@@ -678,93 +574,15 @@ class Scheduler:
     def _request(
         self, sweep: Any, spec: SweepSpec, index: int, number: int, token: str, adir: str
     ) -> JobRequest:
-        return JobRequest(
-            token=token,
-            sweep=sweep.name,
-            trial_index=index,
-            attempt=number,
-            attempt_dir=adir,
-            argv=(*RUNNER_ARGV, os.path.join(adir, "launch.json")),
-            resources=spec.resources,
-            options=spec.driver_options.get(sweep.driver, {}),
-            exclude_hosts=tuple(sorted(self._bad_hosts.get(sweep.id, {}))),
-            resume_signal=spec.resume.signal,
-            resume_lead=spec.resume.signal_lead,
-        )
+        options = self.drivers.options(sweep.driver, spec)
+        exclude = tuple(sorted(self._bad_hosts.of(sweep.id)))
+        return job_request(sweep, spec, index, number, token, adir, options, exclude)
 
     def _repro(self, sweep: Any) -> dict[str, Any]:
         """The sweep's reproducibility record (read per launch batch: ``pip freeze`` is
         merged into it after the submit reply, and pass-wide sweep rows leave it out)."""
         with self.store.read() as conn:
             return self.store.sweep_repro(conn, sweep.id)
-
-    def _write_launch(
-        self,
-        sweep: Any,
-        spec: SweepSpec,
-        driver: Driver,
-        repro: dict[str, Any],
-        trial: Any,
-        number: int,
-        adir: str,
-        token: str,
-        again: bool = False,
-    ) -> str | None:
-        """Create the attempt dir once and write launch.json 0600 in it (launchfile.py);
-        the reason when the dir is refused (it exists and is not this unstarted attempt's).
-        ``again``: the attempt is recorded already and its launch is written a second time."""
-        launch = {
-            "version": 1,
-            "token": token,
-            "sweep": sweep.name,
-            "trial_index": trial.index,
-            "trial_id": f"{sweep.name}/{trial.index}",
-            "attempt": number,
-            "trial_dir": layout.trial_dir(sweep.output_dir, trial.index),
-            "attempt_dir": adir,
-            "command": list(spec.command),
-            "params": trial.params,
-            "cwd": repro.get("code_dir") or repro.get("workdir") or os.path.dirname(spec.source),
-            "env": dict(spec.env.vars),
-            "setup": spec.env.setup,
-            "resume": {
-                "exit_code": spec.resume.exit_code,
-                "signal": spec.resume.signal,
-                "signal_lead": spec.resume.signal_lead,
-            },
-            "time_limit": spec.resources.time_seconds,
-            "enforce_time_limit": not driver.enforces_time_limit,
-            "kill_grace": KILL_GRACE,
-            "gpu_interval": spec.gpu.interval,
-        }
-        try:
-            write_launch(sweep.output_dir, trial.index, number, launch, again=again)
-        except AttemptDirRefused as exc:
-            log.warning("sweep %s: trial %d: %s", sweep.name, trial.index, exc)
-            return str(exc)
-        return None
-
-    def _refuse_new(self, conn: Any, refused: list[tuple[Any, int, str, str]]) -> None:
-        """Attempts whose dir was refused before they were recorded: recorded as ended,
-        their trial failed with the reason (running them would mix two runs' files)."""
-        now = time.time()
-        for trial, number, token, why in refused:
-            row = {"trial_id": trial.id, "number": number, "token": token, "state": "ended"}
-            row.update(outcome="failed", reason=why, ended_at=now, events_offset=0)
-            self.store.add_attempts(conn, [{**row, "cancel_requested": False}])
-            self.store.transition(
-                conn, trial, "failed", why, number, attempts=number, failures=trial.failures + 1
-            )
-
-    def _refuse_known(self, conn: Any, attempt: Any, why: str) -> None:
-        """A recorded, unconfirmed attempt whose dir is refused: it ends, never resubmitted."""
-        self.store.update_attempt(
-            conn, attempt.id, state="ended", outcome="failed", reason=why, ended_at=time.time()
-        )
-        trial = self.store.trial_by_id(conn, attempt.trial_id)
-        self.store.transition(
-            conn, trial, "failed", why, attempt.number, failures=trial.failures + 1
-        )
 
     # -- early stopping -------------------------------------------------------
 
@@ -813,10 +631,10 @@ class Scheduler:
             self._terminated.add(attempt.id)
             due.setdefault(sweep.driver, []).append(self._ref(attempt, sweeps))
         for name, refs in due.items():
-            driver = self._driver(name)
+            driver = self.driver_calls.get(name)
             if driver is not None:
                 log.info("terminating %d cancelled or stopped attempt(s) on %s", len(refs), name)
-                await self._call(name, driver.cancel, refs)
+                await self.driver_calls.call(name, driver.cancel, refs)
 
     async def stop_trial(self, sweep_name: str, index: int) -> dict[str, Any]:
         """Stop one trial early by hand: recorded like a rule's decision, rule "manual"."""
@@ -867,7 +685,7 @@ class Scheduler:
         self._terminated.update(a.id for a in sent)  # the rest: _enforce_ends, next pass
         refs = [self._ref(a, {sweep.id: sweep}) for a in sent]
         if refs:
-            await self._call(sweep.driver, self.drivers.get(sweep.driver).cancel, refs)
+            await self.driver_calls.call(sweep.driver, self.drivers.get(sweep.driver).cancel, refs)
         self.wake()
         return {"cancelled": len(pending), "cancelling": len(attempts)}
 
@@ -904,64 +722,6 @@ class Scheduler:
         trouble = self.troubles.get(sweep_name)
         return 0.0 if trouble is None else trouble.next_try_at
 
-    def _sweep_failed(self, sweep_name: str, exc: BaseException, prefix: str = "") -> None:
-        """Mark a sweep whose launch failed; it alone backs off (2 s doubling to 5 min)."""
-        reason = prefix + _describe(exc)
-        now = time.time()
-        trouble = self.troubles.get(sweep_name)
-        if trouble is None:
-            trouble = self.troubles[sweep_name] = SweepTrouble(reason=reason, since=now)
-        else:
-            trouble.failures += 1
-            trouble.reason = reason
-        delay = backoff_delay(trouble.failures)
-        trouble.next_try_at = now + delay
-        log.warning(
-            "sweep %s: cannot launch trials (%d failed in a row): %s; next try in %.0f s",
-            sweep_name,
-            trouble.failures,
-            reason,
-            delay,
-        )
-
-    def _driver_failed(self, name: str, exc: BaseException) -> None:
-        """A poll (or the recovery of unconfirmed launches) failed outside the driver call:
-        noted in the driver's health; the next pass tries again, other drivers go on."""
-        health = self.health.setdefault(name, DriverHealth())
-        message = _describe(exc)
-        health.last_error, health.last_error_at = message, time.time()
-        log.warning("driver %s: tracking jobs failed: %s", name, message)
-
-    def _driver(self, name: str) -> Driver | None:
-        try:
-            return self.drivers.get(name)
-        except NotFound as exc:
-            health = self.health.setdefault(name, DriverHealth())
-            if health.last_error != exc.message:
-                log.error("%s", exc.message)
-            health.last_error, health.last_error_at = exc.message, time.time()
-            return None
-
-    async def _call(self, name: str, fn: Callable[..., R], *args: Any) -> R | None:
-        """Run a driver method in a thread; on failure back off (2 s doubling to 5 min), with
-        jitter so that many users' daemons don't retry a recovering slurmctld in lockstep."""
-        health = self.health.setdefault(name, DriverHealth())
-        try:
-            result = await asyncio.to_thread(fn, *args)
-        except Exception as exc:
-            health.failures += 1
-            delay = backoff_delay(health.failures)
-            health.next_try_at = time.time() + delay
-            message = exc.message if isinstance(exc, ClusterdError) else repr(exc)
-            health.last_error, health.last_error_at = message, time.time()
-            log.warning(
-                "driver %s: %s failed: %s (retry in %.0f s)", name, fn.__name__, message, delay
-            )
-            return None
-        health.failures = 0
-        health.next_try_at = 0.0
-        return result
-
     def _spec(self, sweep: Any) -> SweepSpec:
         cached = self._specs.get(sweep.id)
         if cached is None or cached[0] != sweep.updated_at:
@@ -978,40 +738,3 @@ class Scheduler:
             job_id=attempt.job_id,
             attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
         )
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for a failure: the user-facing message, or the OS error with its path."""
-    if isinstance(exc, ClusterdError):
-        return exc.message
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"cannot write the sweep's files ({exc.strerror}{where})"
-    return repr(exc)
-
-
-def keep_one_eligible(
-    sweep_name: str, hosts: dict[str, int], eligible: set[str] | None
-) -> dict[str, int]:
-    """``hosts`` to exclude, minus the one with the fewest failures when they would cover
-    every eligible host (host names match node names in full or by their first label)."""
-    if not eligible or not hosts:
-        return hosts
-
-    def node(host: str) -> str | None:
-        if host in eligible:
-            return host
-        short = host.split(".", 1)[0]
-        return short if short in eligible else None
-
-    covered = {node(h) for h in hosts} - {None}
-    if covered != eligible:
-        return hosts
-    keep = min((h for h in hosts if node(h) is not None), key=lambda h: (hosts[h], h))
-    log.warning(
-        "sweep %s: not excluding host %s after %d failures: it is the last eligible one",
-        sweep_name,
-        keep,
-        hosts[keep],
-    )
-    return {h: n for h, n in hosts.items() if h != keep}

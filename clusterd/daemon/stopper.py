@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from clusterd.daemon.store import FINAL_STATES, Store
+from clusterd.node import names
+from clusterd.node.atomic import replace_at
 from clusterd.spec.model import SweepSpec
 from clusterd.stopping.base import StopRule
 
@@ -32,7 +34,7 @@ log = logging.getLogger("clusterd.stopper")
 #: seconds between a stop decision and terminating the attempt, unless the sweep says
 DEFAULT_GRACE = 30.0
 #: the marker file ``clusterd.trial.should_stop`` looks for in the attempt directory
-STOP_MARKER = "STOP"
+STOP_MARKER = names.STOP
 
 
 def write_marker(attempt_dir: str, decision: dict[str, Any]) -> None:
@@ -41,10 +43,8 @@ def write_marker(attempt_dir: str, decision: dict[str, Any]) -> None:
     if os.path.exists(path):
         return
     try:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(decision, fh)
-        os.replace(tmp, path)
+        # no fsync: after a crash the attempt is terminated or stopped again anyway
+        replace_at(path, json.dumps(decision).encode(), fsync=False)
     except OSError as exc:  # the attempt is terminated after the grace period anyway
         log.warning("could not write %s: %s", path, exc)
 

@@ -1,23 +1,12 @@
-"""Scheduler drivers: the interface, the plugin hook and the registry.
+"""Scheduler drivers: the contract every driver implements (``clusterd.drivers.base``).
 
-Importing this package loads no driver and no entry point (only pluggy): the
-daemon calls ``load_drivers(build_plugin_manager())`` once at start-up. Driver
-modules (``local``, ``fake``, ``slurm``, ...) are imported by pluggy through the
-``clusterd`` entry-point group, like any third-party plugin.
+Importing this package loads no driver and no plugin machinery: the daemon builds the
+plugin manager (``clusterd.plugins``) once at start-up, and driver modules (``local``,
+``slurm``, ...) are imported by it through the ``clusterd`` entry-point group, like any
+third-party plugin. Plugins import ``hookimpl`` and ``DriverRegistry`` from
+``clusterd.plugins``.
 """
 
 from clusterd.drivers.base import ClusterInfo, Driver, JobRef, JobRequest, JobStatus
-from clusterd.drivers.hookspecs import hookimpl
-from clusterd.drivers.registry import DriverRegistry, build_plugin_manager, load_drivers
 
-__all__ = [
-    "ClusterInfo",
-    "Driver",
-    "DriverRegistry",
-    "JobRef",
-    "JobRequest",
-    "JobStatus",
-    "build_plugin_manager",
-    "hookimpl",
-    "load_drivers",
-]
+__all__ = ["ClusterInfo", "Driver", "JobRef", "JobRequest", "JobStatus"]

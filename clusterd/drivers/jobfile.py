@@ -1,39 +1,41 @@
 """The per-attempt ``job.json`` record that lets a driver find its job again after a
-daemon crash (shared by the local and Slurm drivers)."""
+daemon crash (shared by every driver; batch drivers write it through ``batch/records.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clusterd.errors import short_of_resources
+from clusterd.node import names
+from clusterd.node.atomic import json_bytes, replace_at
+
 __all__ = ["JOB_FILE", "read_job_file", "write_json_atomic"]
 
-JOB_FILE = "job.json"
+JOB_FILE = names.JOB
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Temp file + rename, so a reader sees the old record or the new one, never half.
-    No fsync: it guards against a daemon crash (a host crash kills local jobs anyway).
-    The temp file is created 0600 with O_EXCL|O_NOFOLLOW: job.json may carry the
-    sweep's ``[env] vars`` (API keys), and a symlink planted in a shared output dir
-    must never be written through (DESIGN.md principle 7)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.unlink(missing_ok=True)  # our own leftover of a crash; unlink never follows a link
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(tmp, flags, 0o600), "w") as fh:
-        fh.write(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Replace ``path`` atomically, 0600, never through a symlink (``clusterd.node.atomic``):
+    job.json may carry the sweep's ``[env] vars`` (API keys). No fsync: the record guards
+    against a *daemon* crash; after a host crash a local job is dead anyway, and a batch
+    job is found again by its name (``cd.<sweep>.<hex>``) in the scheduler's own records."""
+    replace_at(str(path), json_bytes(dict(data)), mode=0o600, fsync=False)
 
 
-def read_job_file(attempt_dir: str, token: str) -> dict[str, Any] | None:
-    """``job.json`` of ``token``; None if absent, unreadable or written for another token."""
+def read_job_file(attempt_dir: str, token: str, *, strict: bool = False) -> dict[str, Any] | None:
+    """``job.json`` of ``token``; None if absent, unreadable or written for another token.
+    ``strict``: being out of descriptors or memory raises instead, for callers where
+    "cannot read it now" must never pass for "there is none" (the local driver's recovery)."""
     try:
-        data = json.loads((Path(attempt_dir) / JOB_FILE).read_text())
-    except (OSError, ValueError):
+        data = json.loads((Path(attempt_dir) / JOB_FILE).read_bytes())
+    except OSError as exc:
+        if strict and short_of_resources(exc):
+            raise
+        return None
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("token") != token:
         return None

@@ -1,32 +1,22 @@
-"""Stop rules by name: the built-in ones and those of plugins, through the same hook."""
+"""The built-in stop rules, registered through the same hook as any plugin's.
+
+This module is in the ``clusterd`` entry-point group; the registry itself is
+``clusterd.plugins.RuleRegistry``.
+"""
 
 from __future__ import annotations
 
-import pluggy
-
-from clusterd.drivers.hookspecs import hookimpl
-from clusterd.drivers.registry import ClassRegistry
+from clusterd.plugins import RuleRegistry, hookimpl
 from clusterd.stopping.asha import AshaRule, HyperbandRule
-from clusterd.stopping.base import StopRule
 from clusterd.stopping.median import MedianRule
 
-__all__ = ["RuleRegistry", "clusterd_register_stop_rules", "load_rules"]
+__all__ = ["CLUSTERD_API", "RuleRegistry", "clusterd_register_stop_rules"]
 
-
-class RuleRegistry(ClassRegistry[StopRule]):
-    kind = "stop rule"
-    base = StopRule
-    hint = "check [early_stopping] rule, or install the plugin that provides it"
+CLUSTERD_API = ">=1,<2"
 
 
 @hookimpl
 def clusterd_register_stop_rules(registry: RuleRegistry) -> None:
-    """The built-in rules (this module is in the ``clusterd`` entry-point group)."""
+    """The built-in rules."""
     for cls in (MedianRule, AshaRule, HyperbandRule):
         registry.add(cls)
-
-
-def load_rules(pm: pluggy.PluginManager) -> RuleRegistry:
-    registry = RuleRegistry()
-    pm.hook.clusterd_register_stop_rules(registry=registry)
-    return registry

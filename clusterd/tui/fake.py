@@ -1,7 +1,7 @@
 """``FakeBackend``: fixed, deterministic data in place of a daemon.
 
 Used by the snapshot tests, the screenshots in docs/ and the benchmark's
-in-process mode, the way ``drivers/fake.py`` stands in for a scheduler: every op
+in-process mode, the way ``clusterd/testing/fake_driver.py`` stands in for a scheduler: every op
 the TUI sends gets a reply of the daemon's shape (docs/protocol.md), built from
 seeded random numbers around the fixed clock ``NOW``, so two runs draw the same
 screen. ``emit`` pushes events to open subscriptions, as the daemon would.

@@ -22,10 +22,10 @@ from clusterd.daemon.guard import WriteGuard
 from clusterd.daemon.lease import Fence, HolderInfo, LeaseLost, acquire, ttl_from_env
 from clusterd.daemon.scheduler import DriverSet, Scheduler
 from clusterd.daemon.store import A, S, Store
-from clusterd.drivers.fake import FakeDriver
 from clusterd.errors import StorageError
 from clusterd.spec import parse_sweep
 from clusterd.spec.expand import expand, params_key
+from clusterd.testing.fake_driver import FakeDriver
 
 LEASE = models.Base.metadata.tables["lease"]
 EngineFactory = Callable[[], Engine]

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from clusterd import events
 from clusterd.daemon import db
 from clusterd.daemon.ingest import AttemptCursor, ingest_attempt, open_cursor
 from clusterd.daemon.store import Store
+from clusterd.node import events
 
 _names = itertools.count()
 

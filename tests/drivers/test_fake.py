@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from clusterd.drivers import JobRef, JobRequest
-from clusterd.drivers.fake import FakeDriver
 from clusterd.errors import DriverError, SpecError
 from clusterd.spec.model import Resources, SweepSpec
+from clusterd.testing.fake_driver import FakeDriver
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_unknown_or_mistyped_options_are_rejected(tmp_path: Path) -> None:
         driver="fake",
         driver_options={"fake": {"step": 1}},
     )
-    with pytest.raises(SpecError, match=r"sweep.toml: driver.fake: .*unknown option 'step'"):
+    with pytest.raises(SpecError, match=r"sweep.toml: drivers.fake: .*unknown option 'step'"):
         FakeDriver().validate(spec)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clusterd.drivers import JobRef, JobRequest, JobStatus
 from clusterd.drivers.local import (
@@ -29,6 +31,7 @@ from clusterd.drivers.local import (
     parse_proc_stat,
     read_proc_stat,
 )
+from clusterd.drivers.local.procs import format_job_id
 from clusterd.errors import DriverError, SpecError, UnsupportedResource
 from clusterd.spec.model import Resources, SweepSpec
 
@@ -529,6 +532,26 @@ def test_validate_checks_cpus_and_options(tmp_path: Path) -> None:
         LocalDriver({"gpu": [0]})
 
 
+def test_options_are_declared_once_and_checked_where_they_apply(tmp_path: Path) -> None:
+    """The driver's own options (cpus, gpus) are refused in a sweep; a value of the wrong
+    kind is refused naming the option and what it must be, in a sweep and driver-wide."""
+    assert [(o.name, o.sweep) for o in LocalDriver.option_specs] == [
+        ("cpus", False),
+        ("gpus", False),
+        ("kill_timeout", True),
+    ]
+    driver = LocalDriver({"cpus": 1, "gpus": [], "kill_timeout": 0})
+    driver.validate(sweep(tmp_path, driver_options={"local": {"kill_timeout": 2.5}}))
+    with pytest.raises(SpecError, match="unknown option 'cpus' in a sweep"):
+        driver.validate(sweep(tmp_path, driver_options={"local": {"cpus": 1}}))
+    with pytest.raises(SpecError, match="'kill_timeout' must be seconds >= 0, got -1"):
+        driver.validate(sweep(tmp_path, driver_options={"local": {"kill_timeout": -1}}))
+    with pytest.raises(DriverError, match=r"driver 'local' options: .*'cpus' must be a positive"):
+        LocalDriver({"cpus": 0})
+    with pytest.raises(DriverError, match="'gpus' must be a list of GPU ids, got '0,1'"):
+        LocalDriver({"gpus": "0,1"})
+
+
 def test_gpus_are_assigned_exclusively_and_freed(jobs: Jobs, drivers: Any) -> None:
     """Two GPUs, three 1-GPU jobs: two run on distinct GPUs, the third gets the GPU
     the first one frees. A CPU job queued behind them waits (FIFO, no backfill) and
@@ -597,3 +620,48 @@ def test_parse_proc_stat_survives_odd_command_names() -> None:
     assert stat.state == "S" and stat.session == 6 and stat.starttime == 22
     assert parse_job_id("4242:22") == (4242, 22)
     assert parse_job_id("queued:tok-1") is None and parse_job_id(None) is None
+
+
+@given(
+    comm=st.text(alphabet=st.characters(blacklist_characters="\n\0"), max_size=15),
+    state=st.sampled_from("RSDZTX"),
+    session=st.integers(0, 2**22),
+    starttime=st.integers(0, 2**63),
+)
+def test_parse_proc_stat_reads_any_command_name(
+    comm: str, state: str, session: int, starttime: int
+) -> None:
+    fields = [state, "1", "2", str(session), *map(str, range(7, 22)), str(starttime), "0", "0"]
+    stat = parse_proc_stat(f"4242 ({comm}) {' '.join(fields)}")
+    assert (stat.state, stat.session, stat.starttime) == (state, session, starttime)
+
+
+@given(pid=st.integers(1, 2**22), starttime=st.integers(0, 2**63), junk=st.text(max_size=30))
+def test_job_ids_round_trip_and_garbage_is_no_job_id(pid: int, starttime: int, junk: str) -> None:
+    assert parse_job_id(format_job_id(pid, starttime)) == (pid, starttime)
+    parsed = parse_job_id(junk)  # garbage (a damaged job.json) never raises
+    assert parsed is None or format_job_id(*parsed).split(":") == [
+        str(int(part)) for part in junk.split(":")
+    ]
+    assert parse_job_id(f"queued:{junk}") is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"GPU-[0-9a-f-]{1,36}", fullmatch=True),
+            st.lists(st.from_regex(r"[A-Za-z0-9.-]{1,8}", fullmatch=True), min_size=1).map(" ".join)
+            | st.just("NVIDIA H100 80GB HBM3, rev 2"),  # a comma inside the name
+            st.none() | st.integers(0, 2**20),
+        ),
+        max_size=8,
+    )
+)
+def test_nvidia_smi_output_round_trips(gpus: list[tuple[str, str, int | None]]) -> None:
+    text = "".join(
+        f"{i}, {uuid}, {name}, {'[N/A]' if memory is None else memory}\n"
+        for i, (uuid, name, memory) in enumerate(gpus)
+    )
+    parsed = parse_nvidia_smi(text)
+    expected = [(i, uuid, name, memory) for i, (uuid, name, memory) in enumerate(gpus)]
+    assert [(g.index, g.uuid, g.name, g.memory_mb) for g in parsed] == expected

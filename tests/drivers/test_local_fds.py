@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from clusterd.drivers import JobRef, JobRequest
-from clusterd.drivers.forkserver import ForkServerClient
 from clusterd.drivers.local import LocalDriver, read_proc_stat
+from clusterd.drivers.local.forkserver import ForkServerClient
 from clusterd.spec.model import Resources
 from tests.conftest import wait_for
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from clusterd.drivers.base import JobRef, JobRequest
-from clusterd.drivers.slurm import SlurmDriver, render_batch_script, split_slot
+from clusterd.drivers.batch.slots import split_slot
+from clusterd.drivers.slurm import SlurmDriver, render_batch_script
 from clusterd.spec.model import Resources
 from tests.drivers.test_slurm_parse import CONFIG, FIXTURES, Replay, make_job, recorded
 

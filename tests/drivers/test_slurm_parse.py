@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterd.drivers.base import JobRef, JobRequest
-from clusterd.drivers.registry import DriverRegistry
 from clusterd.drivers.slurm import (
     ArraySettings,
     SlurmDriver,
@@ -44,6 +44,7 @@ from clusterd.drivers.slurm import (
     render_batch_script,
 )
 from clusterd.errors import DriverError, SpecError
+from clusterd.plugins import DriverRegistry
 from clusterd.spec.model import Resources, SweepSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
@@ -382,8 +383,10 @@ def test_sbatch_argv_translates_every_resource_and_option(tmp_path: Path) -> Non
             "extra": ["--mail-type=END", "--comment=a b; rm -rf /"],
             "throttle": 3,
         },
+        resume_signal="USR1",
+        resume_lead=120,
     )
-    settings_ = ArraySettings.of(job, ("USR1", 120))
+    settings_ = ArraySettings.of(job)
     argv = build_sbatch_argv(settings_, "cd.sw.x", 10, "/state", "/state/cd.sw.x.sh")
     assert argv == [
         "sbatch",
@@ -411,10 +414,18 @@ def test_sbatch_argv_translates_every_resource_and_option(tmp_path: Path) -> Non
 
 
 def test_signal_lead_longer_than_the_time_limit_becomes_half_of_it(tmp_path: Path) -> None:
-    job = make_job(tmp_path, 0, resources=Resources(time_seconds=60))
-    assert ArraySettings.of(job, ("SIGUSR2", 120)).signal == "USR2"
-    assert ArraySettings.of(job, ("USR2", 120)).signal_lead == 30
-    assert ArraySettings.of(make_job(tmp_path, 1), ("USR1", 120)).signal is None  # no --time
+    job = make_job(tmp_path, 0, resources=Resources(time_seconds=60), resume_lead=120)
+    assert ArraySettings.of(replace(job, resume_signal="SIGUSR2")).signal == "USR2"
+    assert ArraySettings.of(replace(job, resume_signal="USR2")).signal_lead == 30
+    untimed = make_job(tmp_path, 1, resume_signal="USR1", resume_lead=120)
+    assert ArraySettings.of(untimed).signal is None  # no --time
+
+
+def test_no_resume_signal_means_no_signal_option(tmp_path: Path) -> None:
+    """``[resume] signal = "none"``: no signal is asked for, sbatch gets --time only."""
+    job = make_job(tmp_path, 0, resources=Resources(time_seconds=600), resume_signal="none")
+    argv = build_sbatch_argv(ArraySettings.of(job), "cd.sw.x", 1, "/state", "/state/x.sh")
+    assert "--time=00:10:00" in argv and not any(a.startswith("--signal") for a in argv)
 
 
 # --------------------------------------------------------------------------- options
@@ -454,10 +465,25 @@ def test_validate_accepts_packing() -> None:
 
 
 def test_driver_options_are_checked() -> None:
-    with pytest.raises(DriverError, match="unknown option 'account'"):
-        SlurmDriver({"account": "ml"})
+    with pytest.raises(DriverError, match="unknown option 'acount'"):
+        SlurmDriver({"acount": "ml"})
+    with pytest.raises(DriverError, match="option 'command_timeout' must be"):
+        SlurmDriver({"command_timeout": 0})
     driver = SlurmDriver({"poll_interval": 5, "max_array_size": 10, "command_timeout": 3})
     assert driver.poll_interval == 5 and SlurmDriver.poll_interval == 30.0
+
+
+def test_driver_wide_options_are_defaults_the_sweep_overrides(tmp_path: Path) -> None:
+    """The per-user config file's [drivers.slurm] reaches the driver as its options."""
+    replay = Replay(scontrol=CONFIG, sbatch="5\n")
+    driver = SlurmDriver({"account": "ml", "qos": "low"}, run=replay)
+    driver.submit([make_job(tmp_path, 0, options={"qos": "high"})])
+    assert "--account=ml" in replay.calls[-1] and "--qos=high" in replay.calls[-1]
+
+
+def test_a_sweep_may_not_set_driver_wide_options() -> None:
+    with pytest.raises(SpecError, match="unknown option 'command_timeout' in a sweep"):
+        SlurmDriver().validate(spec(driver_options={"slurm": {"command_timeout": 5}}))
 
 
 def test_registers_through_the_hook() -> None:
@@ -486,10 +512,9 @@ def test_submit_groups_alike_jobs_and_chunks_by_max_array_size(tmp_path: Path) -
     assert record["batch"].startswith("cd.sw.")
 
 
-def test_submit_reads_the_resume_signal_from_launch_json(tmp_path: Path) -> None:
-    job = make_job(tmp_path, 0, resources=Resources(time_seconds=3600))
-    launch = {"resume": {"exit_code": 3, "signal": "USR2", "signal_lead": 300}}
-    (Path(job.attempt_dir) / "launch.json").write_text(json.dumps(launch))
+def test_submit_takes_the_resume_signal_from_the_request(tmp_path: Path) -> None:
+    resume = {"resume_signal": "USR2", "resume_lead": 300}
+    job = make_job(tmp_path, 0, resources=Resources(time_seconds=3600), **resume)
     replay = Replay(scontrol=CONFIG, sbatch="5\n")
     SlurmDriver(run=replay).submit([job])
     sbatch = replay.calls[-1]

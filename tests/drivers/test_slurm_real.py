@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from clusterd.drivers.base import JobRef, JobRequest, JobStatus
-from clusterd.drivers.slurm import SlurmDriver, run_command
+from clusterd.drivers.batch.commands import run_command
+from clusterd.drivers.slurm import SlurmDriver
 from clusterd.spec.model import Resources
 from tests.conftest import wait_for
 
@@ -267,7 +268,8 @@ def test_the_runner_gets_the_resume_signal_from_slurm(harness: Harness) -> None:
         "print('started', flush=True)\n"
         "time.sleep(55)\n"
     )
-    job = runner_job(harness, 0, resources=Resources(cpus=1, memory_mb=200, time_seconds=60))
+    resources = Resources(cpus=1, memory_mb=200, time_seconds=60)
+    job = runner_job(harness, 0, resources=resources, resume_signal="USR1", resume_lead=50)
     launch_json(job, [sys.executable, "-c", trial], signal_lead=50)
     (ref,) = harness.submit([job])
     sbatch = next(call for call in harness.runner.calls if call[0] == "sbatch")

@@ -15,15 +15,10 @@ from pathlib import Path
 import pytest
 
 from clusterd.drivers.base import JobRef
-from clusterd.drivers.slurm import (
-    REQUEUED_FILE,
-    SlurmDriver,
-    parse_sacct,
-    parse_squeue,
-    render_batch_script,
-    run_command,
-)
+from clusterd.drivers.batch.commands import run_command
+from clusterd.drivers.slurm import SlurmDriver, parse_sacct, parse_squeue, render_batch_script
 from clusterd.errors import DriverError
+from clusterd.node.names import REQUEUED as REQUEUED_FILE
 from clusterd.spec.model import Resources
 from tests.drivers.test_slurm_parse import Replay, make_job, recorded, run_task
 
@@ -130,7 +125,7 @@ def test_the_time_out_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CLUSTERD_SLURM_TIMEOUT", "4")
     with pytest.raises(DriverError, match="squeue did not answer within 4 s"):
         SlurmDriver(run=replay).poll([JobRef("t", "1_0", "/nonexistent")])
-    assert SlurmDriver({"command_timeout": 2})._timeout == 2  # explicit options win
+    assert SlurmDriver({"command_timeout": 2}).commands.timeout == 2  # explicit options win
 
 
 @pytest.mark.parametrize("value", ["", "soon", "0", "-1", "nan", "inf"])

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clusterd.testing.waiting import alive as alive  # re-exported for the fault tests
+
 # A trial that reports ``steps`` metric lines (two values each), ``pause`` s apart.
 TRIAL = textwrap.dedent(
     """
@@ -123,15 +125,6 @@ def metric_diff(db: Path, output_dir: Path) -> tuple[int, list[Value], list[Valu
     finally:
         conn.close()
     return lines, missing, extra
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie -- killed, not reaped -- does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 def holds_for(predicate: Callable[[], bool], seconds: float) -> bool:

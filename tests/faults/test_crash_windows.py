@@ -154,7 +154,7 @@ def test_a_claimed_spawn_is_never_forked(tmp_path: Path) -> None:
     while the next daemon re-queues the job. Whoever claims the spawn id first wins."""
     import sys
 
-    from clusterd.drivers.forkserver import ForkServerClient, claim_spawn
+    from clusterd.drivers.local.forkserver import ForkServerClient, claim_spawn
 
     ran = tmp_path / "ran"
     argv = [sys.executable, "-c", f"open({str(ran)!r}, 'a').write('x')"]

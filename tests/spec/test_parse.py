@@ -488,7 +488,7 @@ def test_fill_placeholders_and_format_value() -> None:
     assert format_value("a b") == "a b" and format_value(3) == "3"
     assert format_value(["é"]) == '["é"]'
 
-    from clusterd.runner import render_value
+    from clusterd.runner.command import render_value
 
     for value in ["a b", 3, 0.1, True, ["é", 1.5], 1e-05]:
         assert format_value(value) == render_value(value)

@@ -46,6 +46,16 @@ def test_timeout_resumes_only_after_a_checkpoint() -> None:
     assert (v.trial_state, v.reason) == ("failed", "time limit reached without a checkpoint")
 
 
+def test_a_job_the_scheduler_ended_at_its_time_limit_is_a_timeout() -> None:
+    """Slurm enforces ``--time`` itself: the runner only sees a TERM, sacct says TIMEOUT."""
+    killed = status(None, signal="TERM")
+    v = decide(Ending(killed, scheduler_reason="TIMEOUT"), RESUME, RetryPolicy(0), 0, 0)
+    assert (v.outcome, v.trial_state) == ("timeout", "failed")
+    assert v.reason == "time limit reached without a checkpoint"
+    v = decide(Ending(killed, checkpointed=True, scheduler_reason="TIMEOUT"), RESUME, RETRY, 0, 0)
+    assert (v.outcome, v.trial_state) == ("timeout", "pending")
+
+
 def test_preemption_without_status_resumes_without_a_failure() -> None:
     v = decide(Ending(None, scheduler_reason="PREEMPTED"), RESUME, RetryPolicy(0), 0, 0)
     assert (v.trial_state, v.failure, v.resume) == ("pending", False, True)

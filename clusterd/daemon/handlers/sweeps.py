@@ -124,7 +124,8 @@ def _prepare(
     spec = parse_sweep(text, source=display, base_dir=os.path.dirname(path))
     spec = dataclasses.replace(spec, source=path)
     _check_plugins(ctx, spec, display)
-    ctx.scheduler.drivers.get(spec.driver).validate(spec)
+    drivers = ctx.scheduler.drivers
+    drivers.get(spec.driver).validate(drivers.with_defaults(spec))  # the user's defaults too
     return spec, expand(spec)
 
 

@@ -9,7 +9,10 @@ import time
 from typing import Any
 
 from clusterd import __version__
-from clusterd.daemon.handlers.context import Context, arg_opt_str
+from clusterd.daemon.handlers.context import Context, arg_bool, arg_opt_str
+from clusterd.drivers.base import Driver
+from clusterd.drivers.options import option_rows
+from clusterd.plugins import API_VERSION, PluginSource
 
 __all__ = ["cluster", "drivers", "ping", "shutdown", "status"]
 
@@ -44,6 +47,8 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "home": str(ctx.home),
         "counts": counts,
         "drivers": health,
+        # plugins skipped at start (a failed import, an API mismatch, a raising hook)
+        "plugin_problems": [p.view() for p in getattr(ctx.extra.get("plugins"), "problems", [])],
         "subscribers": len(ctx.hub),
         "fds": _fds(),
         "clients": _clients(ctx),
@@ -63,17 +68,45 @@ async def shutdown(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     return {"stopping": True, "pid": os.getpid()}
 
 
-def drivers(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{"op": "drivers"}`` -> ``[{"name": "local", "class": "...", "poll_interval": 1.0}]``"""
-    return [
-        {
-            "name": name,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "poll_interval": cls.poll_interval,
-            "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-        }
-        for name, cls in sorted(ctx.scheduler.drivers.classes.items())
+def drivers(ctx: Context, args: dict[str, Any]) -> Any:
+    """``{"op": "drivers"}`` -> ``[{"name": "local", "class": "...", "poll_interval": 1.0,
+    "doc", "distribution": "clusterd", "version": "0.1.0", "builtin": true, "options":
+    [{"name", "must", "default", "help", "sweep"}], "config": {key: value}}]``; ``config``
+    is the user's config-file table the daemon read at start.
+
+    ``{"op": "drivers", "args": {"problems": true}}`` -> ``{"drivers": [...], "problems":
+    [{"plugin", "distribution", "version", "why"}], "config_file", "api_version"}``: the
+    plugins the daemon skipped too (what ``clusterctl drivers`` shows)."""
+    driver_set = ctx.scheduler.drivers
+    rows = [
+        _driver_row(name, cls, driver_set.sources.get(name), driver_set.config.table(name))
+        for name, cls in sorted(driver_set.classes.items())
     ]
+    if not arg_bool(args, "problems"):
+        return rows
+    plugins = ctx.extra.get("plugins")
+    return {
+        "drivers": rows,
+        "problems": [p.view() for p in getattr(plugins, "problems", [])],
+        "config_file": str(driver_set.config.path),
+        "api_version": API_VERSION,
+    }
+
+
+def _driver_row(
+    name: str, cls: type[Driver], source: PluginSource | None, config: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "poll_interval": cls.poll_interval,
+        "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        "distribution": source.distribution if source else None,
+        "version": source.version if source else None,
+        "builtin": source.builtin if source else False,
+        "options": option_rows(cls.option_specs),
+        "config": config,
+    }
 
 
 async def cluster(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:

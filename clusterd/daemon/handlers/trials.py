@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clusterd import layout
 from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
@@ -17,6 +16,7 @@ from clusterd.daemon.handlers.context import (
 from clusterd.daemon.handlers.views import attempt_view, trial_view, trial_views
 from clusterd.daemon.store import TRIAL_STATES
 from clusterd.errors import InvalidRequest, NotFound
+from clusterd.node import layout
 from clusterd.protocol import TRIAL_COLUMNS
 
 __all__ = ["list_trials", "logs", "show"]

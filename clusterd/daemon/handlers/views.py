@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from clusterd import layout
+from clusterd.node import layout
 from clusterd.protocol import TRIAL_COLUMNS
 
 __all__ = ["attempt_view", "sweep_view", "trial_view", "trial_views"]

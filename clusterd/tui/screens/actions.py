@@ -9,6 +9,7 @@ patches the screen by hand.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from textual import work
 
 from clusterd.errors import ClusterdError
+from clusterd.node.atomic import replace_at
 from clusterd.tui.messages import ActionDone, RequestFailed
 from clusterd.tui.model import FINAL_STATES, fmt_duration
 from clusterd.tui.screens.base import LiveScreen
@@ -27,16 +29,16 @@ __all__ = ["ActionsMixin", "write_export"]
 def write_export(path: str, reply: dict[str, Any]) -> int:
     """Write an ``export`` reply to ``path`` (JSON if it ends in .json, else CSV) atomically."""
     rows = reply["rows"]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        if path.endswith(".json"):
-            json.dump(rows, fh, indent=1)
-            fh.write("\n")
-        else:
-            writer = csv.DictWriter(fh, fieldnames=reply["columns"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
+    if path.endswith(".json"):
+        text = json.dumps(rows, indent=1) + "\n"
+    else:
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=reply["columns"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = out.getvalue()
+    # the user's file: the umask decides its mode; no fsync, an export is made again on request
+    replace_at(path, text.encode("utf-8"), mode=0o666, fsync=False)
     return len(rows)
 
 

@@ -1,0 +1,230 @@
+"""Sweep verbs: submit, count, sweeps, cancel, relaunch, export, best, rm, gpus.
+
+The same grouping as the daemon's ``handlers/sweeps.py``; ``count`` and
+``submit --dry-run`` read the sweep file here, so only they load the spec parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from clusterd.cli.output import params_text, print_json
+from clusterd.cli.rpc import call
+from clusterd.table import render
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.file)
+    if args.dry_run:
+        return _dry_run(args.file, path)
+    extra = {"reuse_output": True} if args.reuse_output else {}
+    result = call(
+        "submit", path=path, display=args.file, extend=args.extend, python=sys.executable, **extra
+    )
+    if args.extend:
+        print(
+            f"sweep {result['name']}: added {result['added']} new trial(s); "
+            f"{result['existing']} already present"
+        )
+    else:
+        print(
+            f"sweep {result['name']}: {result['trials']} trial(s) submitted; "
+            f"output in {result['output_dir']}"
+        )
+        if result.get("previous_output"):
+            print(f"the files found there were moved to {result['previous_output']}")
+    if args.follow:
+        return _follow(result["name"])
+    return 0
+
+
+def _dry_run(display: str, path: str) -> int:
+    from clusterd.spec import expand, load_sweep
+
+    spec = load_sweep(display if os.path.exists(display) else path)
+    trials = expand(spec)
+    print(
+        f"sweep {spec.name}: {len(trials)} trial(s), driver {spec.driver}, "
+        f"max_concurrent {spec.max_concurrent}; nothing was submitted"
+    )
+    rows = [(i, params_text(p)) for i, p in enumerate(trials[:10])]
+    if rows:
+        print(render(["index", "params"], rows, right=[0]))
+    if len(trials) > 10:
+        print(f"... and {len(trials) - 10} more")
+    return 0
+
+
+def _follow(name: str) -> int:
+    """A progress bar until the sweep has no unfinished trial; exit 1 if any failed."""
+    width = 30
+    while True:
+        sweep = next((s for s in call("sweeps") if s["name"] == name), None)
+        if sweep is None:
+            print(f"\nsweep {name} was removed", file=sys.stderr)
+            return 1
+        done, total = sweep["finished"], sweep["trials"]
+        filled = width * done // total if total else width
+        counts = " ".join(f"{k} {v}" for k, v in sorted(sweep["counts"].items()))
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {counts}"
+        print(line.ljust(79)[:79], end="", flush=True)
+        if sweep["state"] != "active":
+            print()
+            return 1 if sweep["counts"].get("failed") else 0
+        time.sleep(0.5)
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from clusterd.spec import load_sweep
+    from clusterd.spec.expand import count
+
+    print(count(load_sweep(args.file)))
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    sweeps = call("sweeps")
+    if args.json:
+        return print_json(sweeps)
+    if not sweeps:
+        print("no sweeps yet; submit one with `clusterctl submit sweep.toml`")
+        return 0
+    rows = []
+    for s in sweeps:
+        c = s["counts"]
+        live = c.get("running", 0) + c.get("queued", 0)
+        best = "-" if s["best"] is None else f"{s['metric']} {s['best']:.4g}"
+        rows.append(
+            (
+                s["name"],
+                s["driver"],
+                s["state"],
+                f"{s['finished']}/{s.get('planned', s['trials'])}",
+                live,
+                c.get("failed", 0),
+                best,
+            )
+        )
+    print(
+        render(
+            ["sweep", "driver", "state", "done", "live", "failed", "best"], rows, right=[3, 4, 5]
+        )
+    )
+    for s in sweeps:
+        for host, n in s.get("excluded_hosts", {}).items():
+            print(f"note: {s['name']} avoids host {host} ({n} failed attempts there)")
+        stuck = s.get("stuck")
+        if stuck:
+            print(f"note: {s['name']} cannot launch trials: {stuck['reason']} (retrying)")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    r = call("cancel", target=args.target)
+    print(
+        f"{args.target}: {r['cancelled']} pending trial(s) cancelled, "
+        f"{r['cancelling']} running trial(s) being stopped"
+    )
+    return 0
+
+
+def cmd_relaunch(args: argparse.Namespace) -> int:
+    r = call("relaunch", sweep=args.sweep, which=args.which or "failed")
+    print(f"{args.sweep}: {r['relaunched']} trial(s) relaunched")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    data = call("export", sweep=args.sweep)
+    fmt = args.format or ("json" if (args.output or "").endswith(".json") else "csv")
+    text = _as_json(data) if fmt == "json" else _as_csv(data)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        print(f"wrote {len(data['rows'])} trial(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _as_json(data: dict[str, Any]) -> str:
+    return json.dumps(data["rows"], indent=2) + "\n"
+
+
+def _as_csv(data: dict[str, Any]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=data["columns"], lineterminator="\n")
+    writer.writeheader()
+    for row in data["rows"]:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+        )
+    return buf.getvalue()
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    r = call("best", sweep=args.sweep, n=args.n, all=args.all)
+    if args.json:
+        return print_json(r)
+    if not r["trials"]:
+        print(
+            f"no {'' if args.all else 'completed '}trial of {args.sweep} has reported "
+            f"{r['metric']} yet"
+        )
+        return 0
+    rows = [
+        (i + 1, t["name"], t["state"], t["best"], t["best_step"], params_text(t["params"]))
+        for i, t in enumerate(r["trials"])
+    ]
+    print(
+        render(
+            ["rank", "trial", "state", f"{r['metric']} ({r['mode']})", "step", "params"],
+            rows,
+            right=[0, 3, 4],
+        )
+    )
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    r = call("rm", sweep=args.sweep, trash=args.trash)
+    where = (
+        f"; output moved to {r['trashed_to']}"
+        if r.get("trashed_to")
+        else f"; output kept in {r['output_dir']}"
+    )
+    print(f"removed sweep {r['removed']}{where}")
+    if r.get("kept"):
+        print(
+            f"left in {r['output_dir']} (not created by clusterd): {', '.join(r['kept'])}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    rows = call("gpus", sweep=args.sweep)
+    if args.json:
+        return print_json(rows)
+    if not rows:
+        print(f"no GPU samples for {args.sweep}")
+        return 0
+    print(
+        render(
+            ["trial", "gpu", "samples", "util %", "mem max MiB", "total MiB"],
+            [
+                (r["trial"], r["gpu"], r["samples"], r["util_avg"], r["mem_max"], r["mem_total"])
+                for r in rows
+            ],
+            right=[1, 2, 3, 4, 5],
+        )
+    )
+    return 0
