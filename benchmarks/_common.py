@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from clusterd.testing.waiting import wait_for as wait_for  # one wait, shared with the tests
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: a trial that never finishes by itself; params are appended as --key=value, which
@@ -396,14 +398,3 @@ class Daemon:
         self.cancel_all()
         self.stop()
         kill_processes_under(self.root)
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)

@@ -21,15 +21,16 @@ def call(op: str, **args: Any) -> Any:
         return client.call(op, **args)
 
 
-def exit_status(run: Callable[[], int]) -> int:
-    """Run a verb; a clusterd error becomes one line on stderr and its exit status."""
+def exit_status(run: Callable[[], int], prog: str = "clusterctl") -> int:
+    """Run a verb; a clusterd error becomes one line on stderr (``prog: message``) and its
+    exit status. ``clusterd``'s own commands use it too."""
     try:
         return int(run())
     except DaemonUnreachable as exc:
-        print(f"clusterctl: {exc.message}", file=sys.stderr)
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         return 2
     except ClusterdError as exc:
-        print(f"clusterctl: {exc.message}", file=sys.stderr)
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

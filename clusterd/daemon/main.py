@@ -16,6 +16,7 @@ import sys
 import time
 
 from clusterd import paths
+from clusterd.cli.rpc import exit_status
 from clusterd.client import Client
 from clusterd.daemon.homecheck import check_home
 from clusterd.errors import ClusterdError, DaemonUnreachable
@@ -28,16 +29,7 @@ START_TIMEOUT = 30.0
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except DaemonUnreachable as exc:
-        print(f"clusterd: {exc.message}", file=sys.stderr)
-        return 2
-    except ClusterdError as exc:
-        print(f"clusterd: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: args.func(args), prog="clusterd")
 
 
 def _parser() -> argparse.ArgumentParser:
