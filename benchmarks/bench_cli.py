@@ -42,7 +42,12 @@ def timed(argv: list[str], env: dict | None, runs: int) -> tuple[list[float], li
 
 
 #: every verb's module, imported by the check of what clusterctl loads
-VERB_MODULES = ("clusterd.cli.sweeps", "clusterd.cli.trials", "clusterd.cli.system")
+VERB_MODULES = (
+    "clusterd.cli.sweeps",
+    "clusterd.cli.submit",
+    "clusterd.cli.trials",
+    "clusterd.cli.system",
+)
 
 
 def importtime(

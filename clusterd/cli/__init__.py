@@ -28,10 +28,8 @@ Command = Callable[[argparse.Namespace], int]
 
 # verb -> the module (under clusterd.cli) that defines its ``cmd_<verb>``
 _HOMES: dict[str, str] = {
-    **dict.fromkeys(
-        ("submit", "count", "sweeps", "cancel", "relaunch", "export", "best", "rm", "gpus"),
-        "sweeps",
-    ),
+    **dict.fromkeys(("sweeps", "cancel", "relaunch", "export", "best", "rm", "gpus"), "sweeps"),
+    **dict.fromkeys(("submit", "count"), "submit"),
     **dict.fromkeys(("trials", "show", "logs", "stop"), "trials"),
     **dict.fromkeys(("drivers", "cluster", "tui"), "system"),
 }

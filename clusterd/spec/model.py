@@ -7,6 +7,7 @@ so a spec restored from the database means the same thing as the file did.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,25 @@ ParamValue = str | int | float | bool | list[Any]
 class Metric:
     name: str
     mode: Literal["min", "max"] = "min"
+
+
+#: words in a metric's name that mean "higher is better" when no mode is declared
+#: (``val_acc``, ``test_auc``, ``f1_macro``, ``mean_reward``): see ``metric_mode``
+MAX_WORDS = ("acc", "auc", "f1", "precision", "recall", "score", "reward", "iou", "map", "r2")
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def guessed_mode(name: str) -> Literal["min", "max"]:
+    """ "max" for a name with a word of ``MAX_WORDS`` (``val_acc``, ``top5_accuracy``,
+    ``mAP``), else "min" (losses, errors, perplexity): a default, never a silent one --
+    ``[metrics.<name>] mode`` declares it."""
+    words = _WORD_RE.findall(name.lower())
+    hit = any(
+        w.startswith(m) if m in ("acc", "precision", "recall") else w == m
+        for w in words
+        for m in MAX_WORDS
+    )
+    return "max" if hit else "min"
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,12 @@ class GpuConfig:
 class EnvConfig:
     vars: dict[str, str] = field(default_factory=dict)
     setup: str | None = None
+    #: "submit": trials run with the submitting shell's interpreter and environment (the
+    #: variables of ``daemon.environment.CAPTURED`` plus ``pass``), as ``sbatch`` does;
+    #: "daemon": with the daemon's own environment
+    inherit: Literal["submit", "daemon"] = "submit"
+    #: further variables of the submitting shell to carry over (never secrets unless named)
+    pass_vars: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,8 @@ class SweepSpec:
     driver: str = "local"
     max_concurrent: int = 4
     metric: Metric | None = None
+    #: ``[metrics.<name>] mode``: the direction of metrics other than ``[metric]``'s
+    metric_modes: dict[str, Literal["min", "max"]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)  # the [params] tree as validated
     search: Search = field(default_factory=Search)
     resources: Resources = field(default_factory=Resources)
@@ -134,6 +162,13 @@ class SweepSpec:
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
+
+    def metric_mode(self, name: str) -> Literal["min", "max"]:
+        """Whether lower or higher ``name`` is better: ``[metric]``'s mode for its own
+        name, ``[metrics.<name>] mode`` where declared, else ``guessed_mode(name)``."""
+        if self.metric is not None and self.metric.name == name:
+            return self.metric.mode
+        return self.metric_modes.get(name) or guessed_mode(name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, restored by ``from_dict``."""
@@ -160,6 +195,7 @@ class SweepSpec:
             driver=d.get("driver", "local"),
             max_concurrent=d.get("max_concurrent", 4),
             metric=Metric(**d["metric"]) if d.get("metric") else None,
+            metric_modes=d.get("metric_modes") or {},
             params=d.get("params") or {},
             search=Search(**search),
             resources=Resources(**(d.get("resources") or {})),
@@ -168,7 +204,14 @@ class SweepSpec:
             early_stopping=EarlyStopping(**(d.get("early_stopping") or {})),
             code=CodeConfig(**(d.get("code") or {})),
             gpu=GpuConfig(**(d.get("gpu") or {})),
-            env=EnvConfig(**(d.get("env") or {})),
+            env=_env_config(d.get("env") or {}),
             driver_options=d.get("driver_options") or {},
             limits=Limits(**(d.get("limits") or {})),
         )
+
+
+def _env_config(data: dict[str, Any]) -> EnvConfig:
+    """``EnvConfig`` from its JSON form (lists for tuples; older records lack new keys)."""
+    data = dict(data)
+    data["pass_vars"] = tuple(data.get("pass_vars") or ())
+    return EnvConfig(**data)

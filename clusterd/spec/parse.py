@@ -21,6 +21,7 @@ and must name a param every trial has; ``fill_placeholders`` does the substituti
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -52,6 +53,7 @@ from clusterd.spec.values import (
     _fail,
     _got,
     _int,
+    _join,
     _load_toml,
     _required,
     _str,
@@ -78,6 +80,7 @@ TOP_KEYS = (
     "max_concurrent",
     "output_dir",
     "metric",
+    "metrics",
     "params",
     "search",
     "resources",
@@ -181,6 +184,7 @@ def _build(data: dict[str, Any], src: str, base: Path) -> SweepSpec:
         driver=_driver(src, data.get("driver", "local")),
         max_concurrent=_int(src, "max_concurrent", data.get("max_concurrent", 4), 1),
         metric=metric,
+        metric_modes=_metric_modes(src, data.get("metrics", {}), metric),
         params=params,
         search=search,
         resources=resources,
@@ -250,6 +254,30 @@ def _metric(src: str, value: Any) -> Metric:
     )
     mode = _enum(src, "metric.mode", table.get("mode", "min"), ("min", "max"))
     return Metric(name=name, mode="max" if mode == "max" else "min")
+
+
+def _metric_modes(src: str, value: Any, metric: Metric | None) -> dict[str, Any]:
+    """``[metrics.<name>] mode = "max"``: the direction of each further metric."""
+    table = _table(src, "metrics", value, 'val_acc = { mode = "max" }')
+    modes: dict[str, Any] = {}
+    for name, entry in table.items():
+        path = _join("metrics", name)
+        sub = _table(src, path, entry, 'mode = "max"')
+        _check_keys(src, path, sub, ("mode",))
+        mode = _enum(
+            src,
+            _join(path, "mode"),
+            _required(src, sub, path, "mode", '"min" or "max"'),
+            ("min", "max"),
+        )
+        if metric is not None and metric.name == name and mode != metric.mode:
+            _fail(
+                src,
+                _join(path, "mode"),
+                f"expected {json.dumps(metric.mode)} as in [metric], got {json.dumps(mode)}",
+            )
+        modes[name] = mode
+    return modes
 
 
 def _check_metric_needed(src: str, spec: SweepSpec) -> None:

@@ -277,12 +277,23 @@ def _duration(src: str, path: str, value: Any) -> float:
 
 def _env(src: str, value: Any) -> EnvConfig:
     table = _table(src, "env", value, 'vars = { OMP_NUM_THREADS = "4" }')
-    _check_keys(src, "env", table, ("vars", "setup"))
+    _check_keys(src, "env", table, ("vars", "setup", "inherit", "pass"))
     raw = _table(src, "env.vars", table.get("vars", {}), 'OMP_NUM_THREADS = "4"')
     setup = table.get("setup")
+    inherit = _enum(src, "env.inherit", table.get("inherit", "submit"), ("submit", "daemon"))
+    names = table.get("pass", [])
+    if not isinstance(names, list):
+        want = 'a list of variable names like ["WANDB_PROJECT"]'
+        _fail(src, "env.pass", f"expected {want}, got {_got(names)}")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+            want = 'a variable name like "WANDB_PROJECT"'
+            _fail(src, f"env.pass[{i}]", f"expected {want}, got {_got(name)}")
     return EnvConfig(
         vars={k: _env_value(src, _join("env.vars", k), k, v) for k, v in raw.items()},
         setup=None if setup is None else _str(src, "env.setup", setup, "a shell line"),
+        inherit="daemon" if inherit == "daemon" else "submit",
+        pass_vars=tuple(dict.fromkeys(names)),
     )
 
 

@@ -299,7 +299,8 @@ async def test_reconnects_when_the_daemon_restarts(daemon: Daemon, tmp_path: Pat
 def test_cli_does_not_import_textual(daemon: Daemon) -> None:
     """Principle 3: clusterctl's other verbs never pay for Textual."""
     code = (
-        "import sys, clusterd.cli, clusterd.cli.sweeps, clusterd.cli.trials, clusterd.cli.system; "
+        "import sys, clusterd.cli, clusterd.cli.sweeps, clusterd.cli.submit, clusterd.cli.trials, "
+        "clusterd.cli.system; "
         "assert 'textual' not in sys.modules, 'textual imported'"
     )
     daemon.run("-c", code)

@@ -7,7 +7,7 @@ subclasses for anything the user should read. Docstrings show the wire format.
 
 from __future__ import annotations
 
-from clusterd.daemon.handlers import metrics, sweeps, system, trials
+from clusterd.daemon.handlers import metrics, submit, sweeps, system, trials
 from clusterd.daemon.handlers.context import Context
 from clusterd.daemon.handlers.stream import subscribe
 from clusterd.protocol import OPS
@@ -20,7 +20,7 @@ HANDLERS = {
     "shutdown": system.shutdown,
     "drivers": system.drivers,
     "cluster": system.cluster,
-    "submit": sweeps.submit,
+    "submit": submit.submit,
     "sweeps": sweeps.list_sweeps,
     "cancel": sweeps.cancel,
     "relaunch": sweeps.relaunch,
