@@ -137,9 +137,26 @@ class Client:
 
 
 def results(sweep: str, socket_path: str | Path | None = None) -> pandas.DataFrame:
-    """The sweep's trials as a DataFrame: one row per trial, params flattened to columns."""
-    import pandas
+    """The sweep's trials as a DataFrame: one row per trial, the columns of ``clusterctl
+    export`` (``<metric>_last`` and ``<metric>_best`` for every reported metric, best by
+    its own direction; then the parameters, swept ones first).
 
+    The metrics' directions are in ``df.attrs["metrics"]`` (``{"val_acc": "max", ...}``),
+    the swept parameters in ``df.attrs["swept"]``. Needs pandas (``pip install
+    'clusterd[pandas]'``); ``Client().call("export", sweep=...)`` gives the same rows
+    without it.
+    """
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(
+            "clusterd.client.results() needs pandas: pip install 'clusterd[pandas]' "
+            "(or pip install pandas); without it, "
+            "Client().call('export', sweep=...)['rows'] gives the same rows as dicts"
+        ) from None
     with Client(socket_path) as client:
-        rows = client.call("export", sweep=sweep)["rows"]
-    return pandas.DataFrame(rows)
+        data = client.call("export", sweep=sweep)
+    frame = pandas.DataFrame(data["rows"], columns=data["columns"])
+    frame.attrs["metrics"] = data.get("metrics", {})
+    frame.attrs["swept"] = data.get("swept", [])
+    return frame

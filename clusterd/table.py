@@ -1,19 +1,32 @@
 """Aligned text tables that fit the terminal (stdlib only, for the CLI).
 
-Columns keep their natural width when they fit; otherwise the widest
-shrinkable column is cut with an ellipsis until the table fits ``width``.
+Width: ``COLUMNS`` when set, else the terminal's width when stdout is one; piped or
+redirected output has no limit (a file or ``grep`` gets whole values). Within the
+width, columns keep their natural width; only the columns a caller lets shrink (free
+text: notes, reasons) are cut, with an ellipsis. ``fit`` picks which of a table's
+columns fit before anything is drawn, so a table too wide for the terminal leaves out
+its least wanted columns whole rather than cutting every value.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import shutil
+import sys
+from collections.abc import Collection, Sequence
 from typing import Any
 
-__all__ = ["fmt_value", "render"]
+__all__ = ["fit", "fmt_value", "natural_widths", "render", "render_cells", "terminal_width"]
+
+GAP = 2  # spaces between columns
 
 
 def fmt_value(value: Any) -> str:
+    kind = type(value)
+    if kind is str:  # the common cases first: 10,000-row tables call this per cell
+        return value
+    if kind is float:
+        return f"{value:.4g}"
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -23,36 +36,70 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def terminal_width() -> int | None:
+    """``COLUMNS`` if set, the terminal's columns if stdout is a terminal, else None (no
+    limit: output going to a file or a pipe is never cut)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if not sys.stdout.isatty():
+        return None
+    return max(shutil.get_terminal_size((80, 24)).columns, 20)
+
+
 def render(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
     width: int | None = None,
     right: Sequence[int] = (),
+    shrink: Sequence[int] | None = None,
 ) -> str:
-    """Render rows under headers, two spaces between columns, within ``width`` columns."""
+    """Render rows under headers, two spaces between columns, within ``width`` columns
+    (default ``terminal_width()``; 0: no limit). Only the columns in ``shrink`` (default:
+    every column) are cut to fit, widest first, never below their header or 6."""
     if width is None:
-        width = _terminal_width()
+        width = terminal_width() or 0
     cells = [[fmt_value(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    _shrink(widths, headers, width)
+    return render_cells(headers, cells, natural_widths(headers, cells), width, right, shrink)
+
+
+def render_cells(
+    headers: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    widths: list[int],
+    width: int = 0,
+    right: Collection[int] = (),
+    shrink: Sequence[int] | None = None,
+) -> str:
+    """``render`` of cells already formatted, with their ``natural_widths``."""
+    if width > 0:
+        _shrink(widths, headers, width, range(len(widths)) if shrink is None else shrink)
     lines = [_line(headers, widths, right), *(_line(row, widths, right) for row in cells)]
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _terminal_width() -> int:
-    try:
-        return min(max(os.get_terminal_size().columns, 40), 200)
-    except OSError:
-        return 80
+def natural_widths(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int]:
+    """Each column's widest cell (or header)."""
+    return [
+        max(len(h), max((len(row[i]) for row in cells), default=0)) for i, h in enumerate(headers)
+    ]
 
 
-def _shrink(widths: list[int], headers: Sequence[str], limit: int) -> None:
-    total = sum(widths) + 2 * (len(widths) - 1)
-    while total > limit:
-        i = max(range(len(widths)), key=lambda k: widths[k])
+def fit(widths: Sequence[int], limit: int | None, order: Sequence[int]) -> list[int]:
+    """The columns (indices, in table order) that fit ``limit``: every column if they all
+    do, else the columns dropped last-first from ``order`` (most wanted first) until the
+    rest fit; the first column of ``order`` always stays."""
+    kept = list(order)
+    while limit and len(kept) > 1 and sum(widths[i] for i in kept) + GAP * (len(kept) - 1) > limit:
+        kept.pop()
+    return sorted(kept)
+
+
+def _shrink(widths: list[int], headers: Sequence[str], limit: int, allowed: Any) -> None:
+    total = sum(widths) + GAP * (len(widths) - 1)
+    allowed = list(allowed)
+    while total > limit and allowed:
+        i = max(allowed, key=lambda k: widths[k])
         floor = max(len(headers[i]), 6)
         if widths[i] <= floor:
             break
@@ -61,9 +108,9 @@ def _shrink(widths: list[int], headers: Sequence[str], limit: int) -> None:
         total -= cut
 
 
-def _line(values: Sequence[str], widths: Sequence[int], right: Sequence[int]) -> str:
+def _line(values: Sequence[str], widths: Sequence[int], right: Collection[int]) -> str:
     parts = []
     for i, (value, w) in enumerate(zip(values, widths, strict=True)):
         text = value if len(value) <= w else value[: max(w - 1, 0)] + "…"
         parts.append(text.rjust(w) if i in right else text.ljust(w))
-    return "  ".join(parts)
+    return (" " * GAP).join(parts)

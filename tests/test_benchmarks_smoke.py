@@ -30,6 +30,10 @@ SCRIPTS = [
     "bench_trial.py",
     "bench_early_stopping.py",
     "bench_tui.py",
+    "bench_views.py",
+    "bench_htcondor.py",
+    "bench_pbs.py",
+    "bench_sge.py",
 ]
 TIMEOUT = 150
 

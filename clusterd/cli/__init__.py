@@ -59,6 +59,16 @@ def __getattr__(name: str) -> Any:
 # -- parser -------------------------------------------------------------------
 
 
+def _columns_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--columns",
+        metavar="A,B,...",
+        help="show these columns, in this order: index, state, attempts, step, "
+        "METRIC_last, METRIC_best, a parameter's name, note (best: rank, trial); "
+        "default: metrics, then the parameters that vary, fitted to the terminal",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusterctl", description="control clusterd sweeps")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -71,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
 
     s = verb("submit", "expand, persist and start scheduling a sweep")
     s.add_argument("file")
-    s.add_argument("--dry-run", action="store_true", help="print the trials, persist nothing")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run submit's checks and print the trials; persist nothing",
+    )
     s.add_argument("--extend", action="store_true", help="add only new trials to the sweep")
     s.add_argument("--follow", action="store_true", help="show progress until the sweep ends")
     s.add_argument(
@@ -79,13 +93,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move another sweep's files in output_dir aside (into previous-<date>/) first",
     )
-    verb("count", "print how many trials a sweep file expands to").add_argument("file")
+    c = verb("count", "print how many trials submit would create (after submit's checks)")
+    c.add_argument("file")
+    c.add_argument("--extend", action="store_true", help="count as submit --extend would")
+    c.add_argument("--reuse-output", action="store_true", help="as submit --reuse-output")
     d = verb("drivers", "list installed drivers (and skipped plugins)", True)
     d.add_argument("--options", metavar="DRIVER", help="list a driver's options instead")
     verb("sweeps", "list sweeps", json_flag=True)
     t = verb("trials", "list a sweep's trials", json_flag=True)
     t.add_argument("sweep")
     t.add_argument("--state", choices=STATES)
+    _columns_flag(t)
     verb("show", "show one trial (SWEEP/INDEX)", json_flag=True).add_argument("trial")
     lg = verb("logs", "print a trial's output")
     lg.add_argument("trial")
@@ -94,19 +112,49 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
     verb("cancel", "cancel a sweep or a trial").add_argument("target")
     verb("stop", "stop a trial early by hand (it ends 'stopped')").add_argument("trial")
-    r = verb("relaunch", "run failed (or all finished) trials again")
+    r = verb("relaunch", "run a sweep's failed (or cancelled, or all finished) trials again")
     r.add_argument("sweep")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--failed", action="store_const", dest="which", const="failed")
-    g.add_argument("--all", action="store_const", dest="which", const="all")
+    g.add_argument(
+        "--failed",
+        action="store_const",
+        dest="which",
+        const="failed",
+        help="re-run the failed trials (the default)",
+    )
+    g.add_argument(
+        "--cancelled",
+        action="store_const",
+        dest="which",
+        const="cancelled",
+        help="re-run the cancelled trials: resumes a cancelled sweep; completed, stopped "
+        "and failed trials stay as they are",
+    )
+    g.add_argument(
+        "--all",
+        action="store_const",
+        dest="which",
+        const="all",
+        help="re-run every finished trial: failed, completed, cancelled and stopped",
+    )
     e = verb("export", "export a sweep's trials as CSV or JSON")
     e.add_argument("sweep")
     e.add_argument("--format", choices=("csv", "json"), default=None)
     e.add_argument("-o", "--output", help="file to write (default: stdout)")
-    b = verb("best", "the best trials by the sweep's metric", json_flag=True)
+    b = verb("best", "the best completed trials by the sweep's metric", json_flag=True)
     b.add_argument("sweep")
-    b.add_argument("-n", type=int, default=5)
-    b.add_argument("--all", action="store_true", help="rank unfinished trials too")
+    b.add_argument("-n", type=int, default=5, help="how many trials (default 5)")
+    b.add_argument(
+        "--all",
+        action="store_true",
+        help="rank every trial with a value (running, stopped, failed, cancelled too)",
+    )
+    b.add_argument(
+        "--by",
+        metavar="METRIC",
+        help="rank by this reported metric, in its own direction (default: [metric])",
+    )
+    _columns_flag(b)
     rm = verb("rm", "remove a sweep from the database")
     rm.add_argument("sweep")
     rm.add_argument("--trash", action="store_true", help="also move its output dir to the trash")

@@ -1,7 +1,15 @@
 """Submit verbs: submit (``--dry-run``, ``--follow``) and count.
 
-The same grouping as the daemon's ``handlers/submit.py``; ``count`` and
-``submit --dry-run`` read the sweep file here, so only they load the spec parser.
+The same grouping as the daemon's ``handlers/submit.py``. ``count``, ``submit --dry-run``
+and ``submit`` agree because all three ask the daemon's ``submit`` op, which runs every
+check (the file, the plugins' own checks, the sweep name, the output dir); the first two
+with ``dry_run`` so nothing is persisted. Only when the daemon is not running do
+``count`` and ``--dry-run`` read the file here (loading the spec parser), and they say
+on stderr that only the file itself was checked.
+
+``submit`` sends the shell's environment and ``sys.executable``: the daemon keeps only
+what ``[env] inherit``/``pass`` ask for (``daemon/environment.py``) so trials run with
+the interpreter this shell would run.
 """
 
 from __future__ import annotations
@@ -10,21 +18,36 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 from clusterd.cli.output import params_text
 from clusterd.cli.rpc import call
+from clusterd.errors import DaemonUnreachable
 from clusterd.table import render
 
 __all__ = ["cmd_count", "cmd_submit"]
+
+#: what a dry run could not check without the daemon (printed on stderr)
+OFFLINE_NOTE = (
+    "the daemon is not running: checked the sweep file only, not the search method's, "
+    "stop rule's and driver's own checks, the sweep name or the output dir "
+    "(`clusterd start` first for the checks `submit` runs)"
+)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     if args.dry_run:
-        return _dry_run(args.file, path)
+        return _dry_run(args, path)
     extra = {"reuse_output": True} if args.reuse_output else {}
     result = call(
-        "submit", path=path, display=args.file, extend=args.extend, python=sys.executable, **extra
+        "submit",
+        path=path,
+        display=args.file,
+        extend=args.extend,
+        python=sys.executable,
+        environ=dict(os.environ),
+        **extra,
     )
     if args.extend:
         print(
@@ -32,8 +55,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             f"{result['existing']} already present"
         )
     else:
+        total = result.get("planned", result["trials"]) if result.get("adaptive") else None
+        later = f" (method {result['method']} proposes them as results arrive)" if total else ""
         print(
-            f"sweep {result['name']}: {result['trials']} trial(s) submitted; "
+            f"sweep {result['name']}: {total or result['trials']} trial(s) submitted{later}; "
             f"output in {result['output_dir']}"
         )
         if result.get("previous_output"):
@@ -43,45 +68,115 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(display: str, path: str) -> int:
-    from clusterd.spec import expand, load_sweep
+def _check(args: argparse.Namespace, path: str) -> dict[str, Any] | None:
+    """The daemon's dry run of this submit (every check, nothing persisted); None when
+    the daemon is not running."""
+    extra = {"reuse_output": True} if getattr(args, "reuse_output", False) else {}
+    try:
+        result: dict[str, Any] = call(
+            "submit",
+            path=path,
+            display=args.file,
+            extend=bool(getattr(args, "extend", False)),
+            dry_run=True,
+            python=sys.executable,
+            environ=dict(os.environ),
+            **extra,
+        )
+    except DaemonUnreachable:
+        return None
+    return result
+
+
+def _offline(display: str, path: str, first: bool = True) -> dict[str, Any]:
+    """The dry run's reply from the file alone (the daemon is not running); ``first``:
+    expand the trials to show the first ones (``count`` needs only the number)."""
+    from clusterd.spec import load_sweep
+    from clusterd.spec.expand import check_trial_count, expand
 
     spec = load_sweep(display if os.path.exists(display) else path)
-    trials = expand(spec)
+    planned = check_trial_count(spec)  # refuses more than [limits] max_trials, as submit
+    trials = expand(spec)[:10] if first else []
+    print(f"clusterctl: {OFFLINE_NOTE}", file=sys.stderr)
+    return {
+        "name": spec.name,
+        "count": planned,
+        "adaptive": spec.search.method not in ("grid", "random"),
+        "method": spec.search.method,
+        "first": trials,
+        "driver": spec.driver,
+        "max_concurrent": spec.max_concurrent,
+    }
+
+
+def _dry_run(args: argparse.Namespace, path: str) -> int:
+    result = _check(args, path) or _offline(args.file, path)
+    total, first = result["count"], result["first"]
     print(
-        f"sweep {spec.name}: {len(trials)} trial(s), driver {spec.driver}, "
-        f"max_concurrent {spec.max_concurrent}; nothing was submitted"
+        f"sweep {result['name']}: {total} trial(s), driver {result['driver']}, "
+        f"max_concurrent {result['max_concurrent']}; nothing was submitted"
     )
-    rows = [(i, params_text(p)) for i, p in enumerate(trials[:10])]
+    if result.get("adaptive"):
+        print(f"method {result['method']} proposes them as results arrive: none is known yet")
+    environment = result.get("environment")
+    if environment and environment.get("vars"):
+        names = ", ".join(environment["vars"])
+        print(f"trials get from this shell: {names}")
+    if environment and environment.get("program"):
+        program, found = environment["program"], environment.get("resolved")
+        if found:
+            print(f"{program} is {found} here")
+        else:
+            print(
+                f"{program} is not on the PATH the trials get here: they fail with "
+                f"'command not found' unless the compute nodes have it ([env] in sweep-file.md)"
+            )
+    rows = [(i, params_text(p)) for i, p in enumerate(first)]
     if rows:
         print(render(["index", "params"], rows, right=[0]))
-    if len(trials) > 10:
-        print(f"... and {len(trials) - 10} more")
+    if len(first) and total > len(first):
+        print(f"... and {total - len(first)} more")
     return 0
 
 
 def _follow(name: str) -> int:
-    """A progress bar until the sweep has no unfinished trial; exit 1 if any failed."""
+    """Progress until the sweep has no unfinished trial; exit 1 if any failed.
+
+    On a terminal, one bar redrawn in place with ``\\r``; into a pipe or a file, one
+    whole line each time the counts change (a log stays readable, ``grep`` works)."""
     width = 30
+    live = sys.stdout.isatty()
+    last = ""
     while True:
         sweep = next((s for s in call("sweeps") if s["name"] == name), None)
         if sweep is None:
-            print(f"\nsweep {name} was removed", file=sys.stderr)
+            print(("\n" if live and last else "") + f"sweep {name} was removed", file=sys.stderr)
             return 1
         done, total = sweep["finished"], sweep["trials"]
-        filled = width * done // total if total else width
         counts = " ".join(f"{k} {v}" for k, v in sorted(sweep["counts"].items()))
-        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {counts}"
-        print(line.ljust(79)[:79], end="", flush=True)
-        if sweep["state"] != "active":
-            print()
+        ended = sweep["state"] != "active"
+        if live:
+            filled = width * done // total if total else width
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {counts}"
+            print("\r" + line.ljust(78)[:78], end="", flush=True)
+            last = line
+            if ended:
+                print()
+        else:
+            line = f"{done}/{total} finished  {counts}"
+            if ended:
+                line += f"  (sweep {sweep['state']})"
+            if line != last:
+                print(line, flush=True)
+                last = line
+        if ended:
             return 1 if sweep["counts"].get("failed") else 0
         time.sleep(0.5)
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from clusterd.spec import load_sweep
-    from clusterd.spec.expand import count
-
-    print(count(load_sweep(args.file)))
+    """The trials ``submit`` would plan, after the same checks (see the module docstring)."""
+    path = os.path.abspath(args.file)
+    result = _check(args, path) or _offline(args.file, path, first=False)
+    print(result["count"])
     return 0

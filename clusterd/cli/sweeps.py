@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from clusterd.cli.output import params_text, print_json
+from clusterd.cli.output import Column, TrialTable, print_json
 from clusterd.cli.rpc import call
 from clusterd.table import render
 
@@ -63,8 +63,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_relaunch(args: argparse.Namespace) -> int:
-    r = call("relaunch", sweep=args.sweep, which=args.which or "failed")
-    print(f"{args.sweep}: {r['relaunched']} trial(s) relaunched")
+    which = args.which or "failed"
+    r = call("relaunch", sweep=args.sweep, which=which)
+    what = {"failed": "failed", "cancelled": "cancelled", "all": "every finished"}[which]
+    print(f"{args.sweep}: {r['relaunched']} trial(s) relaunched ({what})")
     return 0
 
 
@@ -100,7 +102,8 @@ def _as_csv(data: dict[str, Any]) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    r = call("best", sweep=args.sweep, n=args.n, all=args.all)
+    extra = {"by": args.by} if args.by else {}
+    r = call("best", sweep=args.sweep, n=args.n, all=args.all, **extra)
     if args.json:
         return print_json(r)
     if not r["trials"]:
@@ -109,17 +112,23 @@ def cmd_best(args: argparse.Namespace) -> int:
             f"{r['metric']} yet"
         )
         return 0
-    rows = [
-        (i + 1, t["name"], t["state"], t["best"], t["best_step"], params_text(t["params"]))
-        for i, t in enumerate(r["trials"])
-    ]
-    print(
-        render(
-            ["rank", "trial", "state", f"{r['metric']} ({r['mode']})", "step", "params"],
-            rows,
-            right=[0, 3, 4],
-        )
+    for i, t in enumerate(r["trials"]):
+        t["rank"] = i + 1
+    by = r["metric"]
+    table = TrialTable(
+        r["trials"],
+        lead=[
+            Column("rank", "rank", lambda t: t["rank"], right=True),
+            Column("trial", "trial", lambda t: t["name"]),
+            Column("state", "state", lambda t: t["state"]),
+        ],
+        middle=[
+            Column(f"{by}_best", f"{by}_best", lambda t: t["best"], right=True),
+            Column("step", "step", lambda t: t["best_step"], right=True),
+        ],
     )
+    print(f"ranked by {by}, {'highest' if r['mode'] == 'max' else 'lowest'} first")
+    print(table.render(args.columns))
     return 0
 
 

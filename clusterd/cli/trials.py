@@ -10,31 +10,35 @@ import sys
 import time
 from typing import Any
 
-from clusterd.cli.output import duration, params_text, print_json
+from clusterd.cli.output import Column, TrialTable, duration, params_text, print_json
 from clusterd.cli.rpc import call
-from clusterd.table import render
+from clusterd.table import fmt_value, render
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    trials = call("trials", sweep=args.sweep, state=args.state)
+    trials = call("trials", sweep=args.sweep, state=args.state, metrics=True)
     if args.json:
         return print_json(trials)
-    rows = []
-    for t in trials:
-        note = t.get("waiting_for") or (t["reason"] if t["state"] in ("failed",) else "")
-        rows.append(
-            (
-                t["index"],
-                t["state"],
-                t["attempts"],
-                t["last_step"],
-                t["best_value"],
-                params_text(t["params"]),
-                note,
-            )
-        )
-    print(render(["#", "state", "att", "step", "best", "params", "note"], rows, right=[0, 2, 3]))
+    if not trials:
+        what = f"{args.state} trials" if args.state else "trials"
+        print(f"sweep {args.sweep} has no {what}")
+        return 0
+    table = TrialTable(
+        trials,
+        lead=[
+            Column("index", "#", lambda t: t["index"], right=True),
+            Column("state", "state", lambda t: t["state"]),
+            Column("attempts", "att", lambda t: t["attempts"], right=True),
+            Column("step", "step", lambda t: t["last_step"], right=True),
+        ],
+        trail=[Column("note", "note", _note)],
+    )
+    print(table.render(args.columns))
     return 0
+
+
+def _note(t: dict[str, Any]) -> str:
+    return str(t.get("waiting_for") or (t["reason"] if t["state"] == "failed" else "") or "")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -51,11 +55,15 @@ def cmd_show(args: argparse.Namespace) -> int:
             f" (dirty: {code.get('git_diff') or 'diff not kept'})" if code.get("git_dirty") else ""
         )
         print(f"code    git {code['git'][:12]}{dirty}")
+    env = t.get("environment")
+    if env:
+        program = env.get("program")
+        found = f"; {program} is {env.get('resolved') or 'not found'}" if program else ""
+        print(f"env     {env['note']}: {', '.join(env['vars']) or '-'}{found}")
     if t["stop_decision"]:
         print(f"stopped {_stop_line(t['stop_decision'])}")
     if t["metrics"]:
-        ms = "  ".join(f"{k}={v['value']:.4g}@{v['step']}" for k, v in t["metrics"].items())
-        print(f"metrics {ms}")
+        print(f"metrics {_metrics_text(t['metrics'])}")
     if t["attempt_list"]:
         print("\nattempts")
         rows = [
@@ -97,6 +105,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     print(render(["time", "from", "to", "reason"], log_rows))
     return 0
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    """``val_loss last 0.31@19 best 0.29 (min)  val_acc last 0.91@19 best 0.93 (max)``."""
+    parts = []
+    for name, m in metrics.items():
+        last = f"{fmt_value(m.get('last', m.get('value')))}@{m.get('step')}"
+        best = f" best {fmt_value(m['best'])} ({m.get('mode', 'min')})" if "best" in m else ""
+        parts.append(f"{name} last {last}{best}")
+    return "\n        ".join(parts)
 
 
 def _code_text(code: dict[str, Any]) -> str:

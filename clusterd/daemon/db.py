@@ -257,6 +257,7 @@ def make_engine(
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        check_sqlite_version()
         engine = _sqlite_engine(parsed, busy_timeout, allow_new)
     elif backend in ("postgresql", "postgres"):
         engine = _postgres_engine(parsed)
@@ -267,6 +268,24 @@ def make_engine(
         )
     _probe(engine, busy_timeout)
     return engine
+
+
+#: the oldest SQLite library clusterd runs on: ``INSERT ... ON CONFLICT DO UPDATE``
+#: (the metric summaries kept at ingest) arrived in 3.24 (2018)
+MIN_SQLITE = (3, 24, 0)
+
+
+def check_sqlite_version(found: tuple[int, ...] | None = None) -> None:
+    """Refuse, with the versions in words, a SQLite library too old for clusterd's SQL."""
+    import sqlite3
+
+    found = found or sqlite3.sqlite_version_info
+    if tuple(found) < MIN_SQLITE:
+        need = ".".join(map(str, MIN_SQLITE))
+        raise StorageError(
+            f"this Python's SQLite library is {'.'.join(map(str, found))}; clusterd needs "
+            f"{need} or newer (a newer Python, or CLUSTERD_DB_URL=postgresql://...)"
+        )
 
 
 def _sqlite_engine(url: URL, busy_timeout: float, allow_new: bool) -> Engine:

@@ -25,8 +25,9 @@ __all__ = ["HOST_SIGNALS", "SCHEDULER_POLICY", "host_failure_clause", "is_host_f
 
 #: signals (runner's spelling, without "SIG") that come from outside a trial
 HOST_SIGNALS = ("KILL", "TERM", "HUP", "INT", "BUS")
-#: scheduler reasons that end a job for policy, not for a broken host
-SCHEDULER_POLICY = ("PREEMPTED", "REQUEUED")
+#: scheduler reasons that end a job for policy, not for a broken host (an HTCondor
+#: hold kills the job with TERM: its reason is in the attempt's)
+SCHEDULER_POLICY = ("PREEMPTED", "REQUEUED", "HELD")
 
 
 def _signal_name(signal: str | None) -> str | None:
@@ -44,7 +45,12 @@ def is_host_failure(
         upper = (reason or "").upper()
         return not any(policy in upper for policy in SCHEDULER_POLICY)
     if outcome == "failed":
-        return exit_code is None and _signal_name(signal) in HOST_SIGNALS
+        upper = (reason or "").upper()
+        return (
+            exit_code is None
+            and _signal_name(signal) in HOST_SIGNALS
+            and not any(policy in upper for policy in SCHEDULER_POLICY)
+        )
     return False
 
 
@@ -58,5 +64,10 @@ def host_failure_clause(attempts: Table) -> ColumnElement[bool]:
             a.outcome == "lost",
             *(not_(reason.contains(policy, autoescape=True)) for policy in SCHEDULER_POLICY),
         ),
-        and_(a.outcome == "failed", a.exit_code.is_(None), func.upper(a.signal).in_(names)),
+        and_(
+            a.outcome == "failed",
+            a.exit_code.is_(None),
+            func.upper(a.signal).in_(names),
+            *(not_(reason.contains(policy, autoescape=True)) for policy in SCHEDULER_POLICY),
+        ),
     )

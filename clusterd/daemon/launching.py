@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterd import runner
+from clusterd.daemon.environment import launch_env
 from clusterd.daemon.launchfile import AttemptDirRefused, write_launch
 from clusterd.daemon.store import Store
 from clusterd.drivers.base import Driver, JobRequest
@@ -87,7 +88,9 @@ def write_attempt_launch(
 ) -> str | None:
     """Create the attempt dir once and write launch.json 0600 in it (launchfile.py);
     the reason when the dir is refused (it exists and is not this unstarted attempt's).
-    ``again``: the attempt is recorded already and its launch is written a second time."""
+    ``again``: the attempt is recorded already and its launch is written a second time.
+    The environment of the submit comes from ``repro`` (daemon/environment.py)."""
+    submit_env, submit_unset = launch_env(repro)
     launch = launch_record(
         token=token,
         sweep=sweep.name,
@@ -100,6 +103,8 @@ def write_attempt_launch(
         params=trial.params,
         cwd=repro.get("code_dir") or repro.get("workdir") or os.path.dirname(spec.source),
         env=dict(spec.env.vars),
+        submit_env=submit_env,
+        submit_unset=submit_unset,
         setup=spec.env.setup,
         resume_exit_code=spec.resume.exit_code,
         resume_signal=spec.resume.signal,

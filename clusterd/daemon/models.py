@@ -29,6 +29,7 @@ __all__ = [
     "Lease",
     "Meta",
     "Metric",
+    "MetricSummary",
     "Sweep",
     "Transition",
     "Trial",
@@ -129,6 +130,30 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(128))
     value: Mapped[float] = mapped_column(Float)
     t: Mapped[float] = mapped_column(Float)
+
+
+class MetricSummary(Base):
+    """Per trial and metric name, what the views show of every value in ``metrics``: the
+    last one stored (with its step and attempt), the lowest, the highest and how many.
+
+    Kept up to date by ``Store.add_metrics`` in the transaction that stores the values,
+    so ``trials``, ``export``, ``best`` and ``show`` read one row per trial and metric
+    instead of every value (a 10,000-trial sweep of 5 metrics x 20 steps: 50,000 rows,
+    not 1,000,000). "Last" is by arrival, as the largest ``metrics.id`` was before it.
+    """
+
+    __tablename__ = "metric_summaries"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_value: Mapped[float] = mapped_column(Float)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    last_attempt: Mapped[int] = mapped_column(Integer)
+    lowest: Mapped[float] = mapped_column(Float)
+    highest: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class Checkpoint(Base):

@@ -71,7 +71,7 @@ def decide(
         if ending.checkpointed:
             return _resume("time limit reached after a checkpoint", resume, resumes, "timeout")
         return _failure("time limit reached without a checkpoint", retry, failures, "timeout")
-    return _failure(_describe_exit(status), retry, failures, "failed")
+    return _failure(_describe_exit(status, reason), retry, failures, "failed")
 
 
 def _cancelled_outside(ending: Ending) -> str | None:
@@ -110,9 +110,19 @@ def _failure(reason: str, retry: RetryPolicy, failures: int, outcome: str) -> Ve
     return Verdict(outcome, "failed", reason, failure=True)
 
 
-def _describe_exit(status: dict[str, Any]) -> str:
+#: scheduler words that add nothing to "killed by signal X" (the job merely ended)
+_PLAIN_ENDINGS = ("COMPLETED", "FAILED")
+
+
+def _describe_exit(status: dict[str, Any], scheduler_reason: str | None = None) -> str:
+    """The runner's word; for a kill from outside, the scheduler's reason beside it (an
+    HTCondor hold, a Slurm OUT_OF_MEMORY): the signal alone does not say why."""
     if status.get("error"):
         return str(status["error"])
     if status.get("exit_code") is None and status.get("signal"):
-        return f"killed by signal {status['signal']}"
+        killed = f"killed by signal {status['signal']}"
+        why = (scheduler_reason or "").strip()
+        if why and not why.upper().startswith(_PLAIN_ENDINGS):
+            return f"{killed}; the scheduler says: {why}"
+        return killed
     return f"exit code {status.get('exit_code')}"

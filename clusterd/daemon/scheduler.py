@@ -115,6 +115,9 @@ class Scheduler:
         self.proposer = proposer or Proposer(store, {})
         self._markers: list[tuple[str, dict[str, Any]]] = []
         self._terminated: set[int] = set()
+        #: attempts ended during the current pass: the pass's ``live`` snapshot still
+        #: lists them, and they must not be cancelled a second time
+        self._ended_in_pass: set[int] = set()
         self.ingest_interval = ingest_interval
         self._ingest_delay = ingest_interval
         self.driver_calls = DriverCalls(drivers)
@@ -206,6 +209,7 @@ class Scheduler:
     async def tick(self) -> None:
         self.stats.ticks += 1
         poll_now, self._poll_now = self._poll_now, False
+        self._ended_in_pass.clear()
         with self.store.read() as conn:
             live = self.store.live_attempts(conn)
             live_ids = {a.sweep_id for a in live}
@@ -265,6 +269,8 @@ class Scheduler:
         elif status.phase == "running":
             if attempt.state != "running":
                 self._mark_running(conn, attempt, status, sweep)
+            elif attempt.reason:  # it was held or vacated while it ran, and goes on
+                self.store.update_attempt(conn, attempt.id, reason=None)
         elif status.phase == "gone":
             self._end(conn, attempt, status, sweep, driver)
 
@@ -334,6 +340,7 @@ class Scheduler:
             resumes=trial.resumes + int(verdict.resume),
         )
         self._terminated.discard(attempt.id)
+        self._ended_in_pass.add(attempt.id)
         self.stats.ended += 1
 
     # -- ingestion ------------------------------------------------------------
@@ -626,7 +633,9 @@ class Scheduler:
                     continue
             elif not attempt.cancel_requested:
                 continue
-            if attempt.id in self._terminated or not attempt.job_id:
+            if attempt.id in self._terminated or attempt.id in self._ended_in_pass:
+                continue
+            if not attempt.job_id:
                 continue
             self._terminated.add(attempt.id)
             due.setdefault(sweep.driver, []).append(self._ref(attempt, sweeps))

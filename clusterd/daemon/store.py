@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -41,6 +42,7 @@ from clusterd.daemon.models import (
     GpuSample,
     Meta,
     Metric,
+    MetricSummary,
     Sweep,
     Transition,
     Trial,
@@ -48,16 +50,22 @@ from clusterd.daemon.models import (
 )
 from clusterd.errors import Conflict, NotFound
 
-__all__ = ["FINAL_STATES", "LIVE_STATES", "TRIAL_STATES", "Store", "hosts_over"]
+__all__ = ["BEST_STATES", "FINAL_STATES", "LIVE_STATES", "TRIAL_STATES", "Store", "hosts_over"]
 
 TRIAL_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "stopped"})
 LIVE_STATES = frozenset({"queued", "running"})
+#: The trials whose values count for a sweep's "best" (``sweeps``'s best column and
+#: ``best`` without ``--all``): those that ran to the end. A stopped trial was cut short
+#: by a rule (or by hand), a cancelled or failed one never finished: their values are
+#: shown with the trial but do not make a sweep's best.
+BEST_STATES = frozenset({"completed"})
 
 S = cast(Table, Sweep.__table__)
 T = cast(Table, Trial.__table__)
 A = cast(Table, Attempt.__table__)
 M = cast(Table, Metric.__table__)
+MS = cast(Table, MetricSummary.__table__)
 C = cast(Table, Checkpoint.__table__)
 G = cast(Table, GpuSample.__table__)
 X = cast(Table, Transition.__table__)
@@ -412,6 +420,49 @@ class Store:
                 best[sweep_id] = value
         return best
 
+    def best_counted_values(self, conn: Connection) -> dict[int, float]:
+        """The best value of its ``[metric]`` per sweep over the trials that count for
+        "best" (``BEST_STATES``: what ``clusterctl best`` ranks without ``--all``)."""
+        best: dict[int, float] = {}
+        q = (
+            select(T.c.sweep_id, func.min(T.c.best_value), func.max(T.c.best_value))
+            .where(T.c.state.in_(sorted(BEST_STATES)))
+            .group_by(T.c.sweep_id)
+        )
+        modes = dict(conn.execute(select(S.c.id, S.c.metric_mode)).all())
+        for sweep_id, lo, hi in conn.execute(q):
+            value = hi if modes.get(sweep_id) == "max" else lo
+            if value is not None:
+                best[sweep_id] = value
+        return best
+
+    def relaunch_marks(
+        self, conn: Connection, sweep_ids: Sequence[int]
+    ) -> dict[int, tuple[float, int]]:
+        """Per sweep relaunched at some point: (when it was last relaunched, how many trials
+        have finished since) -- the ETA counts only the relaunched trials' pace."""
+        if not sweep_ids:
+            return {}
+        q = (
+            select(X.c.sweep_id, func.max(X.c.t))
+            .where(X.c.sweep_id.in_(list(sweep_ids)), X.c.reason == "relaunched")
+            .group_by(X.c.sweep_id)
+        )
+        marks = {sid: float(t) for sid, t in conn.execute(q) if t is not None}
+        out: dict[int, tuple[float, int]] = {}
+        for sid, since in marks.items():
+            done = conn.execute(
+                select(func.count())
+                .select_from(T)
+                .where(
+                    T.c.sweep_id == sid,
+                    T.c.state.in_(sorted(FINAL_STATES)),
+                    T.c.updated_at >= since,
+                )
+            ).scalar_one()
+            out[sid] = (since, int(done))
+        return out
+
     def set_sweep_state(self, conn: Connection, sweep: Any, state: str) -> None:
         conn.execute(
             update(S).where(S.c.id == sweep.id).values(state=state, updated_at=time.time())
@@ -432,7 +483,7 @@ class Store:
                     f"run `clusterctl cancel {name}` first"
                 )
             trial_ids = select(T.c.id).where(T.c.sweep_id == sweep.id).scalar_subquery()
-            for table in (M, C, G, E, A):
+            for table in (MS, M, C, G, E, A):
                 conn.execute(delete(table).where(table.c.trial_id.in_(trial_ids)))
             conn.execute(delete(X).where(X.c.sweep_id == sweep.id))
             conn.execute(delete(T).where(T.c.sweep_id == sweep.id))
@@ -487,6 +538,81 @@ class Store:
         )
         rows = conn.execute(select(M.c.name, M.c.step, M.c.value).join(last, M.c.id == last.c.id))
         return {name: {"step": step, "value": value} for name, step, value in rows}
+
+    def metric_summaries(
+        self,
+        conn: Connection,
+        sweep_id: int,
+        state: str | None = None,
+        index: int | None = None,
+        indices: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> dict[int, dict[str, tuple[float, int, float, float]]]:
+        """Every metric each trial reported: {index: {name: (last value, its step, lowest,
+        highest)}}, in ONE query for the whole sweep (``trials``, ``export``, ``best``,
+        ``show``: never one query per trial). "last" is the latest value stored (of any
+        attempt); the caller picks lowest or highest by the metric's own direction.
+        ``state``, ``index``, ``indices`` and ``name`` narrow it. Reads the summaries
+        ``add_metrics`` keeps: one row per trial and metric, however many values."""
+        q = (
+            select(T.c.index, MS.c.name, MS.c.last_value, MS.c.last_step, MS.c.lowest, MS.c.highest)
+            .join(T, T.c.id == MS.c.trial_id)
+            .where(T.c.sweep_id == sweep_id)
+        )
+        if state:
+            q = q.where(T.c.state == state)
+        if index is not None:
+            q = q.where(T.c.index == index)
+        if indices is not None:
+            q = q.where(T.c.index.in_(list(indices)))
+        if name is not None:
+            q = q.where(MS.c.name == name)
+        out: dict[int, dict[str, tuple[float, int, float, float]]] = {}
+        for idx, metric, value, step, lo, hi in conn.execute(q):
+            out.setdefault(idx, {})[metric] = (value, step, lo, hi)
+        return out
+
+    def metric_values_of(
+        self, conn: Connection, trial_ids: Sequence[int], name: str
+    ) -> list[tuple[int, int, float]]:
+        """(trial id, step, value) of every ``name`` value the trials reported, in report
+        order (``best --by``: the step where each ranked trial had its best)."""
+        if not trial_ids:
+            return []
+        q = (
+            select(M.c.trial_id, M.c.step, M.c.value)
+            .where(M.c.trial_id.in_(list(trial_ids)), M.c.name == name)
+            .order_by(M.c.id)
+        )
+        return [(int(t), int(s), float(v)) for t, s, v in conn.execute(q)]
+
+    def metric_names(self, conn: Connection, sweep_id: int) -> list[str]:
+        """The names of every metric the sweep's trials reported, sorted."""
+        q = (
+            select(MS.c.name)
+            .join(T, T.c.id == MS.c.trial_id)
+            .where(T.c.sweep_id == sweep_id)
+            .distinct()
+            .order_by(MS.c.name)
+        )
+        return list(conn.execute(q).scalars())
+
+    def best_metric_trial(
+        self, conn: Connection, sweep_id: int, name: str, mode: str, states: Sequence[str] = ()
+    ) -> Any:
+        """(trial id, index, value) of the trial holding the best value of ``name`` in the
+        sweep, in ``mode``'s direction (``states``: only trials in those), or None."""
+        order = M.c.value.desc() if mode == "max" else M.c.value.asc()
+        q = (
+            select(T.c.id, T.c.index, M.c.value)
+            .join(T, T.c.id == M.c.trial_id)
+            .where(T.c.sweep_id == sweep_id, M.c.name == name)
+            .order_by(order, T.c.index)
+            .limit(1)
+        )
+        if states:
+            q = q.where(T.c.state.in_(list(states)))
+        return conn.execute(q).first()
 
     def metric_history(self, conn: Connection, trial_id: int, name: str) -> list[tuple[int, float]]:
         q = select(M.c.step, M.c.value).where(M.c.trial_id == trial_id, M.c.name == name)
@@ -581,8 +707,13 @@ class Store:
     # -- ingestion ------------------------------------------------------------
 
     def add_metrics(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            conn.execute(insert(M), list(rows))
+        """Store metric values (in ``rows``' order: it is their arrival order) and fold them
+        into ``metric_summaries`` in the same transaction: one upsert for the batch, one
+        row per (trial, name) it touches."""
+        if not rows:
+            return
+        conn.execute(insert(M), list(rows))
+        conn.execute(_summary_upsert(conn.dialect.name), _summaries_of(rows))
 
     def add_checkpoints(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -823,6 +954,72 @@ class Store:
             if sweep is not None:
                 merged = {**(sweep.repro or {}), **extra}
                 conn.execute(update(S).where(S.c.id == sweep.id).values(repro=merged))
+
+
+def _summaries_of(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per (trial, name) of a batch of metric rows: the last row in batch
+    order (the latest stored), the lowest and highest value, how many."""
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in rows:
+        value = row["value"]
+        key = (row["trial_id"], row["name"])
+        s = out.get(key)
+        if s is None:
+            out[key] = {
+                "trial_id": key[0],
+                "name": key[1],
+                "last_value": value,
+                "last_step": row["step"],
+                "last_attempt": row["attempt"],
+                "lowest": value,
+                "highest": value,
+                "count": 1,
+            }
+            continue
+        s["last_value"] = value
+        s["last_step"] = row["step"]
+        s["last_attempt"] = row["attempt"]
+        if value < s["lowest"]:
+            s["lowest"] = value
+        elif value > s["highest"]:
+            s["highest"] = value
+        s["count"] += 1
+    return list(out.values())
+
+
+_SUMMARY_UPSERTS: dict[str, Any] = {}
+
+
+def _summary_upsert(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (trial_id, name) DO UPDATE`` merging a batch's summaries
+    into the stored ones (SQLite >= 3.24 and PostgreSQL spell it alike), built once per
+    dialect. The batch's last value replaces the stored one: it arrived later."""
+    stmt = _SUMMARY_UPSERTS.get(dialect)
+    if stmt is not None:
+        return stmt
+    base: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        base = pg_insert(MS)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        base = sqlite_insert(MS)
+    new = base.excluded
+    stmt = base.on_conflict_do_update(
+        index_elements=[MS.c.trial_id, MS.c.name],
+        set_={
+            "last_value": new.last_value,
+            "last_step": new.last_step,
+            "last_attempt": new.last_attempt,
+            "lowest": case((new.lowest < MS.c.lowest, new.lowest), else_=MS.c.lowest),
+            "highest": case((new.highest > MS.c.highest, new.highest), else_=MS.c.highest),
+            "count": MS.c.count + new.count,
+        },
+    )
+    _SUMMARY_UPSERTS[dialect] = stmt
+    return stmt
 
 
 def hosts_over(failures: dict[str, int], threshold: int) -> dict[str, int]:

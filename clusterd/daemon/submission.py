@@ -2,9 +2,10 @@
 
 The order is what keeps principle 7 and "a refused submit changes nothing":
 
-1. every check that can refuse runs first and writes nothing: the name is free, the
-   output dir is not another sweep's (``outputs.claim_problem``), nobody else can
-   write it (``outputs.check_permissions``), the git state and the repository root
+1. every check that can refuse runs first and writes nothing (``check_new``, which
+   ``submit --dry-run`` and ``count`` run too): the name is free, the output dir is
+   not another sweep's (``outputs.claim_problem``), nobody else can write it
+   (``outputs.check_permissions``), the git state and the repository root
    (``[code] snapshot``) can be read;
 2. then the claim: the output dir is created (never group/other-writable), another
    sweep's files are moved aside if ``--reuse-output`` asked, the marker is written
@@ -30,11 +31,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from clusterd.daemon import outputs, repro
+from clusterd.daemon.environment import KEY as ENVIRONMENT_KEY
 from clusterd.daemon.store import Store
 from clusterd.errors import Conflict, InvalidRequest
 from clusterd.spec.model import SweepSpec
 
-__all__ = ["create", "extend"]
+__all__ = ["check_extend", "check_new", "create", "extend"]
 
 log = logging.getLogger("clusterd.submission")
 
@@ -59,26 +61,46 @@ def _marker(spec: SweepSpec, uid: str, database: str, sweep_id: int | None) -> d
     }
 
 
+def check_new(store: Store, spec: SweepSpec, reuse: bool) -> outputs.Problem | None:
+    """Every check a new sweep must pass before anything is written (``create`` runs it
+    under the claim lock; ``submit --dry-run`` and ``count`` run it too, so the three agree):
+    the name is free, the output dir is not another sweep's (unless ``reuse`` may move its
+    files aside: that problem is returned), nobody else can write it, and a ``[code]
+    snapshot`` sweep file is inside a git repository. Writes nothing."""
+    with store.read() as conn:
+        if store.sweep_by_name(conn, spec.name) is not None:
+            raise Conflict(
+                f"a sweep named {spec.name!r} exists; use `clusterctl submit --extend` "
+                "to add new trials to it, or `clusterctl rm` it first"
+            )
+    problem = outputs.claim_problem(
+        spec.output_dir, store.database_id(), lambda uid: _owner_of(store, uid)
+    )
+    if problem is not None and not (reuse and problem.movable):
+        raise Conflict(problem.message)
+    outputs.check_permissions(spec.output_dir)
+    if spec.code.snapshot == "git":
+        repro.repo_root(os.path.dirname(spec.source), spec.source)
+    return problem
+
+
 def create(
-    store: Store, spec: SweepSpec, keyed: Keyed, python: str | None, reuse: bool
+    store: Store,
+    spec: SweepSpec,
+    keyed: Keyed,
+    python: str | None,
+    reuse: bool,
+    environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Persist a new sweep after claiming its output dir; returns its repro record."""
+    """Persist a new sweep after claiming its output dir; returns its repro record
+    (``environment``: the submitting shell's, daemon/environment.py, stored in it)."""
     workdir = os.path.dirname(spec.source)
     with outputs.CLAIM_LOCK:
-        with store.read() as conn:
-            if store.sweep_by_name(conn, spec.name) is not None:
-                raise Conflict(
-                    f"a sweep named {spec.name!r} exists; use `clusterctl submit --extend` "
-                    "to add new trials to it, or `clusterctl rm` it first"
-                )
+        problem = check_new(store, spec, reuse)
         database = store.database_id()
-        problem = outputs.claim_problem(
-            spec.output_dir, database, lambda uid: _owner_of(store, uid)
-        )
-        if problem is not None and not (reuse and problem.movable):
-            raise Conflict(problem.message)
-        outputs.check_permissions(spec.output_dir)
         info, state = repro.collect(workdir, python)
+        if environment is not None:
+            info[ENVIRONMENT_KEY] = environment
         repro.GIT_CACHE.forget(workdir)
         root = repro.repo_root(workdir, spec.source) if spec.code.snapshot == "git" else None
         uid = secrets.token_hex(16)
@@ -127,22 +149,30 @@ def _after_commit(
         log.warning("sweep %s: after submit: %s", spec.name, exc)
 
 
+def check_extend(store: Store, spec: SweepSpec) -> Any:
+    """Every check ``extend`` runs before it writes (``--dry-run --extend`` runs it too):
+    the sweep exists, keeps its output dir, and that dir is still its own. Returns the
+    sweep row."""
+    with store.read() as conn:
+        sweep = store.require_sweep(conn, spec.name)
+    if os.path.realpath(sweep.output_dir) != os.path.realpath(spec.output_dir):
+        raise InvalidRequest(
+            f"sweep {spec.name!r} writes to {sweep.output_dir}; --extend cannot move it "
+            f"to {spec.output_dir} (submit a sweep of another name there)"
+        )
+    problem = outputs.claim_problem(
+        sweep.output_dir, store.database_id(), lambda uid: _owner_of(store, uid), uid=sweep.uid
+    )
+    if problem is not None:
+        raise Conflict(problem.message)
+    return sweep
+
+
 def extend(store: Store, spec: SweepSpec, keyed: Keyed) -> tuple[int, int]:
     """Add the new trials to an existing sweep: same output dir, still its own."""
     with outputs.CLAIM_LOCK:
-        with store.read() as conn:
-            sweep = store.require_sweep(conn, spec.name)
-        if os.path.realpath(sweep.output_dir) != os.path.realpath(spec.output_dir):
-            raise InvalidRequest(
-                f"sweep {spec.name!r} writes to {sweep.output_dir}; --extend cannot move it "
-                f"to {spec.output_dir} (submit a sweep of another name there)"
-            )
+        sweep = check_extend(store, spec)
         database = store.database_id()
-        problem = outputs.claim_problem(
-            sweep.output_dir, database, lambda uid: _owner_of(store, uid), uid=sweep.uid
-        )
-        if problem is not None:
-            raise Conflict(problem.message)
         if sweep.uid and outputs.read_marker(sweep.output_dir) is None:
             claim = outputs.Claim(sweep.output_dir)  # a sweep from before markers
             claim.make_dirs()

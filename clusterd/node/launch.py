@@ -86,6 +86,14 @@ def _env_vars(value: Any, name: str) -> dict[str, str]:
     return out
 
 
+def _names(value: Any, name: str) -> tuple[str, ...]:
+    value = _of(list)(value, name)
+    for item in value:
+        if not isinstance(item, str) or not item or "=" in item:
+            raise LaunchError(f"{name}: expected a list of variable names, got {item!r}")
+    return tuple(value)
+
+
 def _setup(value: Any, name: str) -> str | None:
     return _of(str)(value, name) or None
 
@@ -120,6 +128,8 @@ FIELDS: tuple[tuple[str, str, Callable[[Any, str], Any], Any], ...] = (
     ("params", "params", _dict, {}),
     ("cwd", "cwd", _abs_path, None),
     ("env", "env", _env_vars, {}),
+    ("submit_env", "submit_env", _env_vars, {}),
+    ("submit_unset", "submit_unset", _names, ()),
     ("setup", "setup", _setup, None),
     ("resume_exit_code", "resume.exit_code", _int, 3),
     ("resume_signal", "resume.signal", _signal, signal.SIGUSR1),
@@ -150,6 +160,10 @@ class Launch:
     params: dict[str, Any]
     cwd: str | None
     env: dict[str, str]
+    #: the submitting shell's variables (daemon/environment.py), set before ``env``
+    submit_env: dict[str, str]
+    #: names removed from the runner's environment first (unset when submitting)
+    submit_unset: tuple[str, ...]
     setup: str | None
     resume_exit_code: int
     resume_signal: signal.Signals | None

@@ -65,11 +65,16 @@ def full_argv(launch: Launch) -> list[str]:
 def child_env(
     launch: Launch, base: Mapping[str, str] | None = None, token: str | None = None
 ) -> dict[str, str]:
-    """The command's environment: the runner's, the sweep's ``[env] vars``, then ours.
+    """The command's environment: the runner's, less ``submit_unset``, with the submitting
+    shell's ``submit_env`` over it (``[env] inherit``: daemon/environment.py), then the
+    sweep's ``[env] vars``, then ours.
 
     ``CLUSTERD_ATTEMPT_TOKEN`` marks every process of the attempt (contain.py finds
     those that leave the process group by it)."""
     env = dict(os.environ if base is None else base)
+    for name in launch.submit_unset:
+        env.pop(name, None)
+    env.update(launch.submit_env)
     env.update(launch.env)
     env[TOKEN_ENV] = token or launch.token or ""
     env.update(

@@ -6,6 +6,12 @@ those that ended, :meth:`Searcher.running` for those in flight -- and then asked
 trial ``index`` with :meth:`Searcher.ask`. Methods that draw randomness from
 ``(seed, index)`` rather than from one long-lived stream propose the same trial after
 a restart as they would have without one; every built-in method does.
+
+A conditional ``[params]`` (``[params.optimizer.sgd]``, ``[params.optimizer.adam]``)
+is a tree: :meth:`Searcher.check` refuses it by default, since ``self.space.dims``
+holds only the flat part. A method that searches trees overrides ``check`` and
+proposes with ``self.space.walk(choose)`` (define-by-run: the branch, then its own
+params; see ``space.py``), as the Optuna-backed methods do.
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ name from ``[search.options] sampler = "..."`` (``GPSampler``, ``QMCSampler``,
 passed to the sampler's constructor. For TPE, ``constant_liar`` defaults to true, so
 trials proposed while others run are spread out rather than piled on one spot.
 
+Conditional ``[params]`` (``[params.optimizer.sgd]``, ``[params.optimizer.adam]``) are
+searched define-by-run, as in Optuna itself: each proposal suggests the branch, then
+that branch's own params (``Space.walk``; each under a key unique in the tree, so two
+branches may both have an ``lr``). TPE samples each dimension from the trials that
+took it; samplers with a joint model (GP, CMA-ES, QMC) model the dimensions every
+trial has and sample the branch-only ones independently, as Optuna does. A restarted
+daemon replays each trial with only the dimensions of its branch.
+
 Needs the ``optuna`` extra (``pip install 'clusterd[optuna]'``).
 """
 
@@ -50,7 +58,6 @@ class OptunaSearcher(Searcher):
         self._sampler_options = self.default_options() | options
         direction = "maximize" if self.mode == "max" else "minimize"
         self._study = optuna.create_study(direction=direction)
-        self._dists = {n: _distribution(optuna, d) for n, d in self.space.dims.items()}
         self._numbers: dict[int, int] = {}  # our index -> optuna trial number
 
     @classmethod
@@ -72,21 +79,20 @@ class OptunaSearcher(Searcher):
         if not name.endswith("Sampler") or not isinstance(getattr(samplers, name, None), type):
             known = ", ".join(n for n in dir(samplers) if n.endswith("Sampler"))
             return f"search.options.sampler: expected an Optuna sampler ({known}), got {name!r}"
-        return super().check(spec)
+        return None  # conditional [params] too: ``ask`` is define-by-run
 
     def ask(self, index: int) -> dict[str, Any] | None:
         seed = (self.seed * 1_000_003 + index) % 2**32
         self._study.sampler = self._sampler_class(seed=seed, **self._sampler_options)
-        trial = self._study.ask(self._dists)
+        trial = self._study.ask()  # define-by-run: a conditional space's branches
+        params = self.space.walk(lambda key, dist: _suggest(trial, key, dist))
         self._numbers[index] = trial.number
-        return self.space.complete(self._values(trial.params))
+        return params
 
     def running(self, index: int, params: dict[str, Any]) -> None:
         optuna = self._optuna
         frozen = optuna.trial.create_trial(
-            state=optuna.trial.TrialState.RUNNING,
-            params=self._internal(params),
-            distributions=self._dists,
+            state=optuna.trial.TrialState.RUNNING, **self._replayed(params)
         )
         self._study.add_trial(frozen)
         self._numbers[index] = len(self._study.get_trials(deepcopy=False)) - 1
@@ -104,38 +110,26 @@ class OptunaSearcher(Searcher):
             frozen = optuna.trial.create_trial(
                 state=state,
                 value=result.value if state == optuna.trial.TrialState.COMPLETE else None,
-                params=self._internal(result.params),
-                distributions=self._dists,
                 intermediate_values=intermediate,
+                **self._replayed(result.params),
             )
             self._study.add_trial(frozen)
             return
         value = result.value if state == optuna.trial.TrialState.COMPLETE else None
         self._study.tell(number, value, state=state)
 
-    def _internal(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Our params -> Optuna's (categoricals as indices: Optuna can't hold list values)."""
-        out: dict[str, Any] = {}
-        for name, dist in self.space.dims.items():
-            value = params.get(name)
+    def _replayed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Our params -> Optuna's ``params`` and ``distributions`` for ``create_trial``:
+        the dimensions this trial took (one branch of a conditional space), categoricals
+        as indices (Optuna can't hold list values)."""
+        internal: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        for key, (dist, value) in self.space.dims_of(params).items():
+            dists[key] = _distribution(self._optuna, dist)
             if dist.kind == "choice":
-                out[name] = next(
-                    (i for i, v in enumerate(dist.args) if v == value and type(v) is type(value)),
-                    0,
-                )
-            else:
-                out[name] = value
-        return out
-
-    def _values(self, internal: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, dist in self.space.dims.items():
-            value = internal[name]
-            if dist.kind == "choice":
-                value = dist.args[value]
-                value = list(value) if isinstance(value, list) else value
-            out[name] = value
-        return out
+                value = next(i for i, v in enumerate(dist.args) if _same(v, value))
+            internal[key] = value
+        return {"params": internal, "distributions": dists}
 
 
 class TpeSearcher(OptunaSearcher):
@@ -147,6 +141,21 @@ class TpeSearcher(OptunaSearcher):
 
     def default_options(self) -> dict[str, Any]:
         return {"constant_liar": True}
+
+
+def _suggest(trial: Any, key: str, dist: Distribution) -> Any:
+    """One dimension's value from an Optuna trial (a choice's index back to its value)."""
+    if dist.kind == "choice":
+        value = dist.args[trial.suggest_categorical(key, list(range(len(dist.args))))]
+        return list(value) if isinstance(value, list) else value
+    lo, hi = dist.args
+    if dist.kind == "randint":
+        return trial.suggest_int(key, lo, hi)
+    return trial.suggest_float(key, lo, hi, log=dist.kind == "loguniform")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) and type(a) is type(b)
 
 
 def _distribution(optuna: Any, dist: Distribution) -> Any:

@@ -4,8 +4,9 @@ For each command a driver names in ``status_commands`` (``squeue``, ``sacct``, .
 kit puts an executable of that name first on the ``PATH`` of the daemon (and of the
 in-process driver). It appends ``cmd <name>`` to the events file, then, depending on
 the mode file: ``exec``s the real command (no mode), prints garbage, or prints the real
-output cut in the middle of its last line. Drivers must turn the last two into a
-``DriverError``, never a crash and never "the job is gone".
+output cut in the middle of its last line (at least one byte of it gone: a one-byte
+last line, such as the ``}`` closing a JSON answer, is dropped). Drivers must turn the
+last two into a ``DriverError``, never a crash and never "the job is gone".
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ if mode == "truncated":
     out = subprocess.run([REAL, *sys.argv[1:]], stdout=subprocess.PIPE, check=False).stdout
     lines = out.rstrip(b"\\n").split(b"\\n")
     last = lines[-1] if lines and lines[-1] else b"4242|RUNNING|node"
-    cut = b"\\n".join(lines[:-1] + [last[: max(1, len(last) // 2)]])
+    half = last[: len(last) // 2]  # at least one byte gone, even of a one-byte line
+    cut = b"\\n".join(lines[:-1] + ([half] if half else []))
+    if not cut.strip():  # nothing left would read as "no jobs": cut a made-up line instead
+        cut = b"4242|RUN"
     sys.stdout.buffer.write(cut)
     sys.exit(0)
 os.execv(REAL, [REAL, *sys.argv[1:]])

@@ -290,11 +290,18 @@ class SweepRow:
         return int(self.data.get("finished") or 0)
 
     def eta(self, now: float) -> float | None:
-        """Seconds left at the rate trials have finished so far; None when unknown."""
+        """Seconds left at the rate trials have finished so far; None when unknown.
+
+        After a relaunch the rate is that of the trials finished since the (last)
+        relaunch, over the time since it: the trials that finished before it would
+        otherwise make the relaunched ones look done already or hopelessly slow."""
         if self.data.get("state") != "active":
             return None
-        created = self.data.get("created_at")
-        done, left = self.finished, self.total - self.finished
-        if created is None or done <= 0 or left <= 0:
+        left = self.total - self.finished
+        start, done = self.data.get("created_at"), self.finished
+        if self.data.get("relaunched_at") is not None:
+            start = self.data["relaunched_at"]
+            done = int(self.data.get("finished_since_relaunch") or 0)
+        if start is None or done <= 0 or left <= 0:
             return None
-        return (now - float(created)) / done * left
+        return (now - float(start)) / done * left

@@ -75,6 +75,13 @@ def test_a_wrapper_counts_calls_and_answers_as_told(fakeq: StatusCommands, tmp_p
     assert (tmp_path / "events").read_text() == "cmd fakeq\n" * 4
 
 
+def test_truncation_cuts_even_a_one_byte_last_line(fakeq: StatusCommands, tmp_path: Path) -> None:
+    """PBS Pro's JSON ends in a lone ``}``: a cut that kept it whole would cut nothing."""
+    (tmp_path / "real" / "output").write_text('{\n    "Jobs":{}\n}\n')
+    fakeq.answer("truncated")
+    assert run_wrapped(fakeq) == '{\n    "Jobs":{}'
+
+
 def test_a_missing_status_command_is_named(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="no-such-squeue"):
         StatusCommands(tmp_path, ["no-such-squeue"], tmp_path / "events")

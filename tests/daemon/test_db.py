@@ -58,7 +58,7 @@ def test_upgrade_is_idempotent(engine: Engine, snapshot: Snapshot) -> None:
     db.upgrade(engine)
     db.upgrade(engine)
     assert snapshot(engine) == before
-    assert db.current_revision(engine) == db.head_revision() == "0003"
+    assert db.current_revision(engine) == db.head_revision() == "0004"
 
 
 def test_revision_files_follow_the_naming_convention() -> None:
@@ -476,3 +476,11 @@ def test_override_env_lets_make_engine_through(
 def test_statfs_second_opinion_is_optional(tmp_path: Path) -> None:
     assert fscheck.statfs_type(tmp_path) is None  # local here, and never raises
     assert os.path.exists(tmp_path)
+
+
+def test_a_sqlite_library_too_old_for_the_upserts_is_refused_in_words() -> None:
+    from clusterd.errors import StorageError
+
+    with pytest.raises(StorageError, match=r"SQLite library is 3\.22\.0; clusterd needs 3\.24"):
+        db.check_sqlite_version((3, 22, 0))
+    db.check_sqlite_version((3, 24, 0))  # new enough: no error

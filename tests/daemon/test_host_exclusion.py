@@ -27,6 +27,7 @@ REASONS = st.sampled_from(
         "job vanished",
         "job ended by the scheduler (PREEMPTED); resuming (1)",
         "job ended (NODE_FAIL) without status",
+        "killed by signal TERM; the scheduler says: HELD (The job exceeded its memory; code 34)",
     ]
 )
 
@@ -38,6 +39,9 @@ def test_script_failures_never_count_against_the_host() -> None:
     assert is_host_failure("failed", None, "KILL", "killed by signal KILL")
     assert is_host_failure("lost", None, None, "job vanished without writing status.json")
     assert not is_host_failure("lost", None, None, "job ended by the scheduler (PREEMPTED)")
+    # an HTCondor policy hold kills the job with TERM: the host did nothing wrong
+    held = "killed by signal TERM; the scheduler says: HELD (memory use exceeded; code 34)"
+    assert not is_host_failure("failed", None, "TERM", held)
 
 
 #: an in-memory database with the schema (foreign keys off: attempts without trials)

@@ -89,10 +89,10 @@ def test_a_bad_file_is_an_error_naming_the_file_and_the_key(
 
 
 def test_a_table_for_a_driver_not_installed_is_only_a_warning(tmp_path: Path) -> None:
-    cfg = config(tmp_path, '[drivers.pbs]\nqueue = "long"\n')
+    cfg = config(tmp_path, '[drivers.lsf]\nqueue = "long"\n')
     [warning] = cfg.check(DRIVERS)
     assert warning == (
-        f"{tmp_path / 'config.toml'}: [drivers.pbs]: no driver named 'pbs' is installed; "
+        f"{tmp_path / 'config.toml'}: [drivers.lsf]: no driver named 'lsf' is installed; "
         "the table is ignored"
     )
 

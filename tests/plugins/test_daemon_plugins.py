@@ -85,7 +85,7 @@ def test_bad_plugins_are_skipped_listed_and_local_still_runs(
 ) -> None:
     d = stopped_daemon
     add_plugins(d, tmp_path / "plugins", BAD_PLUGINS)
-    config = write_config(d, "[drivers.local]\ncpus = 2\n[drivers.pbs]\nqueue = 'long'\n")
+    config = write_config(d, "[drivers.local]\ncpus = 2\n[drivers.lsf]\nqueue = 'long'\n")
     d.start()
 
     out = d.ctl("drivers").stdout
@@ -101,7 +101,7 @@ def test_bad_plugins_are_skipped_listed_and_local_still_runs(
     for plugin, why in problems.items():
         assert f"  {plugin}: {why}\n" in out, out
         assert f"clusterd plugin {plugin} skipped: {why}" in d.log()
-    assert f"{config}: [drivers.pbs]: no driver named 'pbs' is installed" in d.log()
+    assert f"{config}: [drivers.lsf]: no driver named 'lsf' is installed" in d.log()
     local = next(line for line in out.splitlines() if line.startswith("local "))
     assert local.split()[1:4] == ["clusterd", "0.1.0", "yes"]  # name, distribution, built in
 
@@ -140,9 +140,9 @@ def test_drivers_options_lists_the_options_and_the_config_values(
     config.write_text("[drivers.local]\ncpus = 3\n")
     out = d.ctl("drivers", "--options", "local").stdout
     assert out.endswith("note: the file changed since the daemon started; restart it to apply\n")
-    missing = d.ctl("drivers", "--options", "pbs", check=False)
+    missing = d.ctl("drivers", "--options", "lsf", check=False)
     assert missing.returncode == 1
-    assert "no driver named 'pbs' is installed (installed: fake, local" in missing.stderr
+    assert "no driver named 'lsf' is installed (installed: fake, htcondor, local" in missing.stderr
 
 
 def test_config_defaults_sit_under_the_sweep_table_and_the_sweep_wins(

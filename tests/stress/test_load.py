@@ -75,6 +75,9 @@ def test_100_clients_while_a_10000_trial_sweep_runs(
     db = daemon.home / "clusterd.db"
     wait_for(lambda: query(db, db_done)[0][0] > 0, 60, "the big sweep to run")
     (tmp_path / "submits").mkdir()
+    # dry-run submits of the big file under a free name (its own name is taken: refused)
+    count = big.with_name("count.toml")
+    count.write_text(big.read_text().replace('name = "big"', 'name = "big-count"'))
     cfg = loadgen.Config(
         socket=str(daemon.home / "clusterd.sock"),
         seconds=SECONDS,
@@ -83,7 +86,7 @@ def test_100_clients_while_a_10000_trial_sweep_runs(
         big_trials=BIG,
         small="m",
         small_trials=SMALL,
-        count_file=str(big),
+        count_file=str(count),
         submit_dir=str(tmp_path / "submits"),
     )
     pid = daemon.pid

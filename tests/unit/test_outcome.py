@@ -119,3 +119,17 @@ def test_preemption_after_the_runner_saw_sigterm_resumes_without_a_failure() -> 
     for reason in ("PREEMPTED", "REQUEUED", "NODE_FAIL"):
         v = decide(Ending(killed, scheduler_reason=reason), RESUME, RetryPolicy(0), 0, 0)
         assert (v.trial_state, v.failure, v.resume) == ("pending", False, True), reason
+
+
+def test_a_kill_from_outside_says_what_the_scheduler_said() -> None:
+    """An HTCondor hold kills the runner with TERM: the hold's reason is the news."""
+    held = "HELD (memory usage exceeded request_memory; code 34 subcode 0)"
+    v = decide(Ending(status(None, signal="TERM"), scheduler_reason=held), RESUME, RETRY, 1, 0)
+    assert (v.outcome, v.trial_state) == ("failed", "failed")
+    assert v.reason == f"killed by signal TERM; the scheduler says: {held}"
+    # a scheduler that merely says the job ended adds nothing
+    plain = Ending(status(None, signal="KILL"), scheduler_reason="FAILED")
+    assert decide(plain, RESUME, RETRY, 1, 0).reason == "killed by signal KILL"
+    # the runner's own exit code is never overruled by the scheduler's words
+    coded = Ending(status(1), scheduler_reason=held)
+    assert decide(coded, RESUME, RETRY, 1, 0).reason == "exit code 1"

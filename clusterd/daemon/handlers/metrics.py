@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import select
 
 from clusterd.daemon.handlers.context import Context, arg_int, arg_opt_str, arg_str, split_trial
-from clusterd.daemon.store import G, M, T
+from clusterd.daemon.handlers.views import sweep_spec
+from clusterd.daemon.store import BEST_STATES, G, M, T
+from clusterd.errors import InvalidRequest, NotFound
 
 __all__ = ["gpu_samples", "metrics"]
 
@@ -29,39 +31,75 @@ MEDIAN_STEPS = 200
 def metrics(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """One trial's metric history, the sweep's best trial's history and the per-step median.
 
-    ``{"op": "metrics", "args": {"trial": "x/3", "name": "val_loss", "points": 500}}`` ->
+    ``{"op": "metrics", "args": {"trial": "x/3", "name": "val_loss", "points": 500,
+    "overlay": [5, 8]}}`` ->
     ``{"trial": "x/3", "name": "val_loss", "mode": "min", "names": ["acc", "val_loss"],
-    "points": [[step, value], ...], "best": {"trial": "x/5", "points": [...]} | null,
-    "median": [[step, value], ...], "median_over": 37}``
+    "modes": {"acc": "max", "val_loss": "min"}, "points": [[step, value], ...],
+    "best": {"trial": "x/5", "points": [...]} | null, "median": [[step, value], ...],
+    "median_over": 37, "overlay": [{"trial": "x/5", "points": [...]}, ...]}``
 
     ``name`` defaults to the sweep's metric (else the first name the trial reported);
-    ``points`` (default 500, at most 2000) caps each series, downsampled evenly.
+    ``mode`` is that metric's own direction and ``modes`` every reported metric's
+    (``SweepSpec.metric_mode``: ``[metric]``, ``[metrics.<name>]``, else by its name);
+    ``best`` is the trial holding the best value of ``name`` among completed trials (any
+    trial while none has completed). ``overlay`` (indices of other trials of the sweep,
+    at most ``MAX_OVERLAY``) adds their curves of ``name``. ``points`` (default 500, at
+    most 2000) caps each series, downsampled evenly.
     """
     sweep_name, index = split_trial(arg_str(args, "trial"))
     limit = min(arg_int(args, "points", 500, minimum=2), MAX_POINTS)
+    overlay = _overlay_arg(args, index)
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, sweep_name)
+        spec = sweep_spec(sweep)
         trial = ctx.store.trial(conn, sweep, index)
         names = _metric_names(conn, trial.id)
         name = arg_opt_str(args, "name") or sweep.metric_name or (names[0] if names else None)
         result: dict[str, Any] = {
             "trial": f"{sweep_name}/{index}",
             "name": name,
-            "mode": sweep.metric_mode,
+            "mode": spec.metric_mode(name) if name else None,
             "names": names,
+            "modes": {n: spec.metric_mode(n) for n in names},
             "points": [],
             "best": None,
             "median": [],
             "median_over": 0,
+            "overlay": [],
         }
         if name is None:
             return result
         points = _downsample(_history(conn, trial.id, name), limit)
         result["points"] = points
-        result["best"] = _best_curve(conn, sweep, name, limit)
+        result["best"] = _best_curve(ctx, conn, sweep, name, spec.metric_mode(name), limit)
         steps = [s for s, _ in _downsample(points, MEDIAN_STEPS)]
         result["median"], result["median_over"] = _median(conn, sweep.id, name, steps)
+        for other in overlay:
+            row = conn.execute(
+                select(T.c.id).where(T.c.sweep_id == sweep.id, T.c.index == other)
+            ).first()
+            if row is None:
+                raise NotFound(f"sweep {sweep_name!r} has no trial {other}")
+            curve = _downsample(_history(conn, row.id, name), limit)
+            result["overlay"].append({"trial": f"{sweep_name}/{other}", "points": curve})
     return result
+
+
+#: most other trials one ``metrics`` request overlays
+MAX_OVERLAY = 8
+
+
+def _overlay_arg(args: dict[str, Any], index: int) -> list[int]:
+    value = args.get("overlay", [])
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_OVERLAY
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value)
+    ):
+        raise InvalidRequest(
+            f"argument 'overlay' must be a list of at most {MAX_OVERLAY} trial indices"
+        )
+    return [v for v in dict.fromkeys(value) if v != index]
 
 
 def gpu_samples(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
@@ -136,18 +174,14 @@ def _downsample(points: list[Any], limit: int) -> list[Any]:
     return [points[round(i * step)] for i in range(limit)]
 
 
-def _best_curve(conn: Any, sweep: Any, name: str, limit: int) -> dict[str, Any] | None:
-    """The history of the trial with the best ``best_value`` (the sweep's own metric only)."""
-    if name != sweep.metric_name:
-        return None
-    order = T.c.best_value.desc() if sweep.metric_mode == "max" else T.c.best_value.asc()
-    q = (
-        select(T.c.id, T.c.index)
-        .where(T.c.sweep_id == sweep.id, T.c.best_value.is_not(None))
-        .order_by(order, T.c.index)
-        .limit(1)
-    )
-    row = conn.execute(q).first()
+def _best_curve(
+    ctx: Context, conn: Any, sweep: Any, name: str, mode: str, limit: int
+) -> dict[str, Any] | None:
+    """The history of the trial with the best value of ``name`` in ``mode``'s direction:
+    among the trials that count for "best" (``BEST_STATES``), any trial while none does."""
+    row = ctx.store.best_metric_trial(conn, sweep.id, name, mode, sorted(BEST_STATES))
+    if row is None:
+        row = ctx.store.best_metric_trial(conn, sweep.id, name, mode)
     if row is None:
         return None
     points = _downsample(_history(conn, row.id, name), limit)

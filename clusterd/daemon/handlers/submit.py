@@ -1,4 +1,5 @@
-"""The ``submit`` op: validate, expand and persist a sweep file (``--dry-run`` too)."""
+"""The ``submit`` op: validate, expand and persist a sweep file; ``dry_run`` (what
+``clusterctl count`` and ``submit --dry-run`` ask) runs the same checks and persists nothing."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import dataclasses
 import os
 from typing import Any
 
-from clusterd.daemon import repro, submission
+from clusterd.daemon import environment, repro, submission
 from clusterd.daemon.handlers.context import Context, arg_bool, arg_opt_str, arg_str
 from clusterd.errors import InvalidRequest, SpecError
 from clusterd.search.registry import STATIC_METHODS
 from clusterd.spec import expand, params_key, parse_sweep
+from clusterd.spec.expand import count
 from clusterd.spec.model import SweepSpec
 
 __all__ = ["submit"]
@@ -51,6 +53,8 @@ def _check_plugins(ctx: Context, spec: SweepSpec, display: str) -> None:
 
 
 DRY_RUN_SHOWN = 10
+#: the largest environment a client may send (the request line's limit is 1 MiB anyway)
+MAX_ENVIRON = 4096
 
 
 async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +62,22 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 
     ``{"op": "submit", "args": {"path": "/abs/sweep.toml", "display": "sweep.toml",
     "text": "...", "extend": false, "dry_run": false, "reuse_output": false,
-    "python": "/usr/bin/python3"}}``
-    -> ``{"name": "lr-depth", "trials": 9, "added": 9, "existing": 0, "output_dir": "..."}``
+    "python": "/usr/bin/python3", "environ": {"PATH": "...", ...}}}``
+    -> ``{"name": "lr-depth", "trials": 9, "added": 9, "existing": 0, "output_dir": "...",
+    "planned": 9, "adaptive": false, "method": "grid"}`` (an adaptive method's trials are
+    proposed as results arrive: ``trials`` 0, ``planned`` its ``samples``)
+
+    ``environ`` is the submitting shell's environment: only the names of
+    ``daemon.environment.capture`` are kept (the rest is dropped here, never stored).
+
+    ``dry_run`` runs every check a submit runs -- the file, the stop rule's, search
+    method's and driver's own checks, the sweep's name and output dir
+    (``submission.check_new`` / ``check_extend``) -- and persists nothing:
+    ``{"name": ..., "count": 20, "adaptive": true, "method": "tpe", "first": [...],
+    "output_dir": ..., "driver": "local", "max_concurrent": 4, "environment": {...}}``;
+    ``count`` is what a submit would plan (``samples`` for an adaptive method, whose
+    trials are proposed as results arrive, so ``first`` is empty). ``clusterctl count``
+    and ``submit --dry-run`` both ask this, so they refuse what ``submit`` refuses.
 
     Parsing, expanding and persisting run in a worker thread (a 300,000-trial file takes
     seconds; the daemon keeps answering meanwhile). The output dir is claimed as
@@ -74,18 +92,15 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     if reuse and extend:
         raise InvalidRequest("--reuse-output is for a new sweep; --extend keeps its own files")
     python = arg_opt_str(args, "python")
+    environ = _arg_environ(args)
     spec, trials = await asyncio.to_thread(_prepare, ctx, args, path)
+    captured = environment.capture(environ, python, spec.env, _program(spec))
     if dry_run:
-        return {
-            "name": spec.name,
-            "count": len(trials),
-            "first": trials[:DRY_RUN_SHOWN],
-            "output_dir": spec.output_dir,
-        }
+        return await asyncio.to_thread(_dry_run, ctx, spec, trials, extend, reuse, captured)
     if extend:
         added, existing = await asyncio.to_thread(_extend, ctx, spec, trials)
     else:
-        info = await asyncio.to_thread(_create, ctx, spec, trials, python, reuse)
+        info = await asyncio.to_thread(_create, ctx, spec, trials, python, reuse, captured)
         added, existing = len(trials), 0
         _background(ctx, _record_freeze(ctx, spec.name, python, spec.output_dir))
     ctx.scheduler.wake()
@@ -95,10 +110,64 @@ async def submit(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "added": added,
         "existing": existing,
         "output_dir": spec.output_dir,
+        # what ``count`` and the dry run say: ``samples`` for an adaptive method
+        "planned": count(spec),
+        "adaptive": spec.search.method not in STATIC_METHODS,
+        "method": spec.search.method,
     }
     if not extend and info.get("previous_output"):
         reply["previous_output"] = info["previous_output"]
     return reply
+
+
+def _program(spec: SweepSpec) -> str | None:
+    """The command's first word, to say where it is found; None where that cannot be
+    known here (a ``{placeholder}``, or a setup line that may change ``PATH``)."""
+    first = spec.command[0]
+    return None if spec.env.setup or "{" in first else first
+
+
+def _arg_environ(args: dict[str, Any]) -> dict[str, str] | None:
+    """The client's environment, as sent (None: an older client sent none)."""
+    value = args.get("environ")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_ENVIRON
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        raise InvalidRequest(
+            "argument 'environ' must be an object of strings (the submitting environment)"
+        )
+    return value
+
+
+def _dry_run(
+    ctx: Context,
+    spec: SweepSpec,
+    trials: list[dict[str, Any]],
+    extend: bool,
+    reuse: bool,
+    captured: dict[str, Any],
+) -> dict[str, Any]:
+    """What a submit would do, after every check it runs (nothing written)."""
+    if extend:
+        submission.check_extend(ctx.store, spec)
+    else:
+        submission.check_new(ctx.store, spec, reuse)
+    adaptive = spec.search.method not in STATIC_METHODS
+    return {
+        "name": spec.name,
+        "count": count(spec),
+        "adaptive": adaptive,
+        "method": spec.search.method,
+        "first": trials[:DRY_RUN_SHOWN],
+        "output_dir": spec.output_dir,
+        "driver": spec.driver,
+        "max_concurrent": spec.max_concurrent,
+        "environment": environment.show_view({environment.KEY: captured}),
+    }
 
 
 def _prepare(
@@ -123,9 +192,10 @@ def _create(
     trials: list[dict[str, Any]],
     python: str | None,
     reuse: bool,
+    captured: dict[str, Any],
 ) -> dict[str, Any]:
     keyed = [(p, params_key(p)) for p in trials]
-    return submission.create(ctx.store, spec, keyed, python, reuse)
+    return submission.create(ctx.store, spec, keyed, python, reuse, captured)
 
 
 def _extend(ctx: Context, spec: SweepSpec, trials: list[dict[str, Any]]) -> tuple[int, int]:

@@ -11,25 +11,39 @@ from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
     arg_int,
+    arg_opt_str,
     arg_str,
     split_trial,
 )
-from clusterd.daemon.handlers.views import sweep_view
-from clusterd.daemon.store import hosts_over
+from clusterd.daemon.handlers.views import metric_order, metric_values, sweep_spec, sweep_view
+from clusterd.daemon.store import BEST_STATES, hosts_over
 from clusterd.errors import Conflict, InvalidRequest
 
-__all__ = ["best", "cancel", "export", "gpus", "list_sweeps", "relaunch", "rm"]
+__all__ = ["RELAUNCH_STATES", "best", "cancel", "export", "gpus", "list_sweeps", "relaunch", "rm"]
+
+#: ``relaunch``'s ``which`` -> the final states whose trials run again
+RELAUNCH_STATES: dict[str, tuple[str, ...]] = {
+    "failed": ("failed",),  # the default: what crashed
+    "cancelled": ("cancelled",),  # resume a cancelled sweep; stopped and completed stay
+    "all": ("failed", "completed", "cancelled", "stopped"),  # every finished trial
+}
 
 
 def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{"op": "sweeps"}`` -> one entry per sweep with counts per state and best value."""
+    """``{"op": "sweeps"}`` -> one entry per sweep with counts per state and best value.
+
+    ``best`` is over the trials that count for "best" (``store.BEST_STATES``: completed
+    ones), as ``best`` ranks them; ``relaunched_at`` and ``finished_since_relaunch`` give
+    the pace of a relaunched sweep's trials (its ETA)."""
     with ctx.store.read() as conn:
         counts = ctx.store.sweep_counts(conn)
-        bests = ctx.store.best_values(conn)
+        bests = ctx.store.best_counted_values(conn)
         failures = ctx.store.host_failures(conn)
+        sweeps = ctx.store.list_sweeps(conn)
+        marks = ctx.store.relaunch_marks(conn, [s.id for s in sweeps if s.state == "active"])
         views = []
-        for s in ctx.store.list_sweeps(conn):
-            view = sweep_view(s, counts.get(s.id, {}), bests.get(s.id))
+        for s in sweeps:
+            view = sweep_view(s, counts.get(s.id, {}), bests.get(s.id), marks.get(s.id))
             threshold = (s.spec.get("retry") or {}).get("exclude_host_after", 3)
             view["excluded_hosts"] = hosts_over(failures.get(s.id, {}), threshold)
             # a sweep whose launches fail (files unwritable, driver refusing): why, and when
@@ -54,16 +68,17 @@ async def cancel(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 def relaunch(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "relaunch", "args": {"sweep": "x", "which": "failed"}}`` -> ``{"relaunched": 3}``
 
-    ``which`` is ``failed`` (failed trials) or ``all`` (every finished trial).
+    ``which`` (``RELAUNCH_STATES``): ``failed`` (failed trials), ``cancelled`` (cancelled
+    trials: resumes a cancelled sweep, stopped and completed trials stay as they are) or
+    ``all`` (every finished trial: failed, completed, cancelled and stopped).
     """
     name = arg_str(args, "sweep")
     which = arg_str(args, "which", "failed")
-    states = {
-        "failed": ("failed",),
-        "all": ("failed", "completed", "cancelled", "stopped"),
-    }.get(which)
+    states = RELAUNCH_STATES.get(which)
     if states is None:
-        raise InvalidRequest("argument 'which' must be 'failed' or 'all'")
+        raise InvalidRequest(
+            f"argument 'which' must be one of {', '.join(RELAUNCH_STATES)}, got {which!r}"
+        )
     n = ctx.store.relaunch(name, states)
     ctx.scheduler.wake()
     return {"relaunched": n}
@@ -131,10 +146,15 @@ def rm(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    """``{"op": "export", "args": {"sweep": "x"}}`` -> ``{"columns": [...], "rows": [{...}]}``
+    """``{"op": "export", "args": {"sweep": "x"}}`` -> ``{"columns": [...], "rows": [{...}],
+    "metrics": {"val_loss": "min", "val_acc": "max"}, "params": [...], "swept": [...]}``
 
-    One row per trial: state, counts, the metric's last and best values,
-    ``stopped_at_step``, runtime, the code it ran, and every parameter as a column.
+    One row per trial: state, counts, ``last_step``, for every metric the sweep's trials
+    reported ``<metric>_last`` and ``<metric>_best`` (best by the metric's own direction,
+    ``metrics`` says which; the ``[metric]`` first), ``best_step`` (of the ``[metric]``),
+    ``stopped_at_step``, runtime, the code it ran, then every parameter as a column: the
+    swept ones (they vary across the trials) first. A parameter named like another
+    column is ``param.<name>``. All metric values come from one query for the sweep.
     """
     name = arg_str(args, "sweep")
     with ctx.store.read() as conn:
@@ -142,28 +162,19 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         trials = ctx.store.trials(conn, sweep.id)
         runtimes = ctx.store.runtimes(conn, sweep.id)
         code = ctx.store.last_attempt_code(conn, sweep.id)
-    metric = sweep.metric_name or "metric"
-    fixed = [
-        "trial",
-        "index",
-        "state",
-        "attempts",
-        "failures",
-        "resumes",
-        "last_step",
-        f"{metric}_last",
-        f"{metric}_best",
-        "best_step",
-        "stopped_at_step",
-        "runtime_s",
-        "git",
-        "git_dirty",
-        "reason",
-    ]
-    param_names: list[str] = []
-    for t in trials:
-        param_names.extend(k for k in t.params if k not in param_names)
-    columns = fixed + [p if p not in fixed else f"param.{p}" for p in param_names]
+        summaries = ctx.store.metric_summaries(conn, sweep.id)
+    spec = sweep_spec(sweep)
+    names = metric_order(
+        spec, {n for s in summaries.values() for n in s} | {sweep.metric_name} - {None}
+    )
+    metric_cols = [f"{m}_{k}" for m in names for k in ("last", "best")]
+    head = ["trial", "index", "state", "attempts", "failures", "resumes", "last_step"]
+    tail = ["best_step", "stopped_at_step", "runtime_s", "git", "git_dirty", "reason"]
+    fixed = head + metric_cols + tail
+    param_names, swept = _param_columns([t.params for t in trials])
+    taken = set(fixed)
+    pcols = {p: p if p not in taken else f"param.{p}" for p in param_names}
+    columns = fixed + [pcols[p] for p in param_names]
     repro_ = sweep.repro or {}
     submitted = (repro_.get("git"), repro_.get("git_dirty"))
     rows = []
@@ -174,69 +185,141 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         commit, dirty = code.get(t.index) or (None, None)
         if commit is None:
             commit, dirty = submitted
-        row = dict(
+        values = metric_values(
+            spec, summaries.get(t.index, {}), t.last_value, t.best_value, t.best_step
+        )
+        row: dict[str, Any] = dict(
             zip(
-                fixed,
-                [
-                    f"{name}/{t.index}",
-                    t.index,
-                    t.state,
-                    t.attempts,
-                    t.failures,
-                    t.resumes,
-                    t.last_step,
-                    t.last_value,
-                    t.best_value,
-                    t.best_step,
-                    stop.get("step") if t.state == "stopped" else None,
-                    round(runtimes.get(t.index, 0.0), 3),
-                    commit,
-                    dirty,
-                    t.reason,
-                ],
-                strict=True,
+                head,
+                [f"{name}/{t.index}", t.index, t.state, t.attempts, t.failures, t.resumes],
+                strict=False,
             )
         )
+        row["last_step"] = t.last_step
+        for m in names:
+            entry = values.get(m) or {}
+            row[f"{m}_last"] = entry.get("last")
+            row[f"{m}_best"] = entry.get("best")
+        row.update(
+            best_step=t.best_step,
+            stopped_at_step=stop.get("step") if t.state == "stopped" else None,
+            runtime_s=round(runtimes.get(t.index, 0.0), 3),
+            git=commit,
+            git_dirty=dirty,
+            reason=t.reason,
+        )
         for p in param_names:
-            row[p if p not in fixed else f"param.{p}"] = t.params.get(p)
+            row[pcols[p]] = t.params.get(p)
         rows.append(row)
-    return {"columns": columns, "rows": rows}
+    return {
+        "columns": columns,
+        "rows": rows,
+        "metrics": {m: spec.metric_mode(m) for m in names},
+        "params": [pcols[p] for p in param_names],
+        "swept": [pcols[p] for p in swept],
+    }
+
+
+def _param_columns(params: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Every parameter name, the swept ones (values differ between trials, or some trials
+    lack it: a conditional sub-grid) first, each group in first-seen order; and the swept."""
+    names: dict[str, None] = {}
+    for p in params:
+        names.update(dict.fromkeys(p))
+    swept = [n for n in names if _varies(params, n)]
+    return swept + [n for n in names if n not in swept], swept
+
+
+def _varies(params: list[dict[str, Any]], name: str) -> bool:
+    missing = object()
+    first = params[0].get(name, missing) if params else missing
+    return any(p.get(name, missing) != first for p in params)
 
 
 def best(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    """``{"op": "best", "args": {"sweep": "x", "n": 5, "all": false}}`` -> ranked trials.
+    """``{"op": "best", "args": {"sweep": "x", "n": 5, "all": false, "by": "val_acc"}}``
+    -> ``{"metric": "val_acc", "mode": "max", "metrics": {name: mode}, "trials": [...]}``.
 
-    Ranks completed trials (every trial with a value if ``all``) by their best
-    value of the sweep's metric, in the metric's direction.
+    Ranks the trials that count for "best" (``store.BEST_STATES``: completed ones; every
+    trial with a value if ``all``) by their best value of ``by`` (default: the sweep's
+    ``[metric]``) in that metric's own direction. Each ranked trial carries every
+    metric's last and best (``metrics``), ``best_step`` (where it had its best ``by``)
+    and its ``params``. Ranking by ``[metric]`` reads the trials' own best values; by
+    another metric, one aggregate of that metric; the ranked trials' other metrics, one
+    more query.
     """
     name = arg_str(args, "sweep")
     n = arg_int(args, "n", 5, minimum=1)
+    by = arg_opt_str(args, "by")
+    everything = arg_bool(args, "all")
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
-        if not sweep.metric_name:
-            raise InvalidRequest(f"sweep {name!r} has no [metric]; nothing to rank by")
-        trials = ctx.store.trials(conn, sweep.id, None if arg_bool(args, "all") else "completed")
-    ranked = sorted(
-        (t for t in trials if t.best_value is not None),
-        key=lambda t: t.best_value,
-        reverse=sweep.metric_mode == "max",
-    )[:n]
+        if not by and not sweep.metric_name:
+            raise InvalidRequest(
+                f"sweep {name!r} has no [metric]; name one to rank by with --by METRIC"
+            )
+        spec = sweep_spec(sweep)
+        metric = by or sweep.metric_name
+        mode = spec.metric_mode(metric)
+        trials = [
+            t for t in ctx.store.trials(conn, sweep.id) if everything or t.state in BEST_STATES
+        ]
+        if metric == sweep.metric_name:
+            scored = [(t.best_value, t) for t in trials if t.best_value is not None]
+        else:
+            known = ctx.store.metric_names(conn, sweep.id)
+            if metric not in known:
+                shown = ", ".join(known) if known else "none yet"
+                raise InvalidRequest(f"sweep {name!r} has no metric {by!r} (reported: {shown})")
+            of_by = ctx.store.metric_summaries(conn, sweep.id, name=metric)
+            scored = []
+            for t in trials:
+                summary = of_by.get(t.index, {}).get(metric)
+                if summary is not None:
+                    scored.append((summary[3] if mode == "max" else summary[2], t))
+        scored.sort(key=lambda e: (-e[0] if mode == "max" else e[0], e[1].index))
+        ranked = scored[:n]
+        summaries = ctx.store.metric_summaries(conn, sweep.id, indices=[t.index for _, t in ranked])
+        if metric == sweep.metric_name:
+            steps = {t.index: t.best_step for _, t in ranked}
+        else:  # where each ranked trial had its best: one query
+            rows = ctx.store.metric_values_of(conn, [t.id for _, t in ranked], metric)
+            at: dict[tuple[int, float], int] = {}
+            for trial_id, step, value in rows:
+                at.setdefault((trial_id, value), step)
+            steps = {t.index: at.get((t.id, value)) for value, t in ranked}
+    entries = [
+        (
+            value,
+            t,
+            metric_values(
+                spec, summaries.get(t.index, {}), t.last_value, t.best_value, t.best_step
+            ),
+        )
+        for value, t in ranked
+    ]
     return {
-        "metric": sweep.metric_name,
-        "mode": sweep.metric_mode,
+        "metric": metric,
+        "mode": mode,
+        "metrics": {m: spec.metric_mode(m) for m in metric_order(spec, _names(entries))},
         "trials": [
             {
                 "name": f"{name}/{t.index}",
                 "index": t.index,
                 "state": t.state,
-                "best": t.best_value,
-                "best_step": t.best_step,
-                "last": t.last_value,
+                "best": value,
+                "best_step": steps.get(t.index),
+                "last": (values.get(metric) or {}).get("last"),
+                "metrics": values,
                 "params": t.params,
             }
-            for t in ranked
+            for value, t, values in entries
         ],
     }
+
+
+def _names(entries: list[Any]) -> set[str]:
+    return {m for _, _, values in entries for m in values}
 
 
 def gpus(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from clusterd.daemon import environment
 from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
@@ -13,7 +14,13 @@ from clusterd.daemon.handlers.context import (
     arg_str,
     split_trial,
 )
-from clusterd.daemon.handlers.views import attempt_view, trial_view, trial_views
+from clusterd.daemon.handlers.views import (
+    attempt_view,
+    metric_values,
+    sweep_spec,
+    trial_view,
+    trial_views,
+)
 from clusterd.daemon.store import TRIAL_STATES
 from clusterd.errors import InvalidRequest, NotFound
 from clusterd.node import layout
@@ -23,19 +30,39 @@ __all__ = ["list_trials", "logs", "show"]
 
 
 def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{"op": "trials", "args": {"sweep": "x", "state": "failed"}}`` -> trial summaries."""
+    """``{"op": "trials", "args": {"sweep": "x", "state": "failed", "metrics": true}}`` ->
+    trial summaries.
+
+    With ``"metrics": true`` (``clusterctl trials`` asks for them) each carries
+    ``metrics``: ``{name: {"last", "best", "step", "mode"}}`` for every metric it reported,
+    best by the metric's own direction (``views.metric_values``), read in one aggregate
+    query for the sweep. That query reads one row per trial and metric (``metric_summaries``,
+    kept at ingest: ~0.2 s for 10,000 trials x 5 metrics); it is still asked for, not the
+    default, to keep the TUI's live table reply small (it shows only the ``[metric]``).
+    """
     name = arg_str(args, "sweep")
     state = arg_opt_str(args, "state")
     if state is not None and state not in TRIAL_STATES:
         raise InvalidRequest(f"unknown state {state!r}; states: {', '.join(TRIAL_STATES)}")
+    with_metrics = arg_bool(args, "metrics")
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
         rows = ctx.store.trial_columns(conn, sweep.id, TRIAL_COLUMNS, state)
         pending_reasons = _queue_reasons(ctx, conn, sweep.id)
+        summaries = ctx.store.metric_summaries(conn, sweep.id, state) if with_metrics else {}
     views = trial_views(sweep.name, rows)
+    spec = sweep_spec(sweep) if with_metrics else None
     for view in views:
-        if view["state"] == "queued" and view["index"] in pending_reasons:
+        if view["state"] in ("queued", "running") and view["index"] in pending_reasons:
             view["waiting_for"] = pending_reasons[view["index"]]
+        if spec is not None:
+            view["metrics"] = metric_values(
+                spec,
+                summaries.get(view["index"], {}),
+                view["last_value"],
+                view["best_value"],
+                view["best_step"],
+            )
     return views
 
 
@@ -43,13 +70,17 @@ def _queue_reasons(ctx: Context, conn: Any, sweep_id: int) -> dict[int, str]:
     return {
         a.index: a.reason
         for a in ctx.store.live_attempts(conn, sweep_id)
-        if a.state == "queued" and a.reason
+        if a.state in ("queued", "running") and a.reason
     }
 
 
 def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "show", "args": {"trial": "x/3"}}`` -> params, attempts, checkpoints,
-    last metrics, errors and the transition log of one trial."""
+    metrics, errors and the transition log of one trial.
+
+    ``metrics`` is what ``trials`` gives: ``{name: {"last", "step", "best", "mode"}}`` for
+    every metric the trial reported (``step``: the last value's; ``best`` by the metric's
+    own direction, ``mode``; the ``[metric]``'s also ``best_step``)."""
     sweep_name, index = split_trial(arg_str(args, "trial"))
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, sweep_name)
@@ -65,7 +96,10 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             {"attempt": c.attempt, "step": c.step, "path": c.path, "t": c._mapping["t"]}
             for c in ctx.store.checkpoints(conn, trial.id)
         ]
-        view["metrics"] = ctx.store.last_metrics(conn, trial.id)
+        summary = ctx.store.metric_summaries(conn, sweep.id, index=index).get(index, {})
+        view["metrics"] = metric_values(
+            sweep_spec(sweep), summary, trial.last_value, trial.best_value, trial.best_step
+        )
         view["errors"] = [
             {"attempt": e.attempt, "message": e.message, "t": e._mapping["t"]}
             for e in ctx.store.trial_errors(conn, trial.id)
@@ -80,6 +114,7 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             }
             for x in ctx.store.transitions(conn, trial.id)
         ]
+        view["environment"] = environment.show_view(sweep.repro)
         view["code"] = {
             k: v
             for k, v in (sweep.repro or {}).items()

@@ -8,11 +8,81 @@ from typing import Any
 
 from clusterd.node import layout
 from clusterd.protocol import TRIAL_COLUMNS
+from clusterd.spec.model import SweepSpec
 
-__all__ = ["attempt_view", "sweep_view", "trial_view", "trial_views"]
+__all__ = [
+    "attempt_view",
+    "metric_order",
+    "metric_values",
+    "sweep_spec",
+    "sweep_view",
+    "trial_view",
+    "trial_views",
+]
+
+#: (last value, its step, lowest, highest) of one metric of one trial (``Store.metric_summaries``)
+Summary = tuple[float, int, float, float]
 
 
-def sweep_view(sweep: Any, counts: dict[str, int], best: float | None) -> dict[str, Any]:
+def sweep_spec(sweep: Any) -> SweepSpec:
+    """The sweep's stored spec: where each metric's direction is decided
+    (``SweepSpec.metric_mode``: ``[metric]``, ``[metrics.<name>] mode``, else by name)."""
+    return SweepSpec.from_dict(sweep.spec)
+
+
+def metric_order(spec: SweepSpec, names: Iterable[str]) -> list[str]:
+    """The sweep's ``[metric]`` (reported or not) first, then the others by name: every
+    view's column order."""
+    primary = spec.metric.name if spec.metric else None
+    rest = sorted(n for n in set(names) if n != primary)
+    return [primary, *rest] if primary else rest
+
+
+def metric_values(
+    spec: SweepSpec,
+    summary: dict[str, Summary],
+    last_value: float | None = None,
+    best_value: float | None = None,
+    best_step: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"last", "best", "step", "mode"}}`` for every metric a trial reported,
+    the ``[metric]`` first and with ``best_step`` too.
+
+    ``best`` is the lowest or highest value by the metric's own direction; ``step`` is
+    the step of ``last``. The sweep's ``[metric]`` takes the trial row's own values
+    (``last_value``/``best_value``: those count only the attempts a resumed trial built
+    on, as ``best`` and early stopping do); the other metrics count every value stored.
+    """
+    primary = spec.metric.name if spec.metric else None
+    out: dict[str, dict[str, Any]] = {}
+    for name in metric_order(spec, summary):
+        if name not in summary:  # the [metric], not reported yet
+            continue
+        last, step, lo, hi = summary[name]
+        mode = spec.metric_mode(name)
+        entry: dict[str, Any] = {
+            "last": last,
+            "best": hi if mode == "max" else lo,
+            "step": step,
+            "mode": mode,
+        }
+        if name == primary:  # only the [metric]'s entry has best_step
+            entry["best_step"] = None
+            if best_value is not None:
+                entry["last"], entry["best"] = last_value, best_value
+                entry["best_step"] = best_step
+        out[name] = entry
+    return out
+
+
+def sweep_view(
+    sweep: Any,
+    counts: dict[str, int],
+    best: float | None,
+    relaunched: tuple[float, int] | None = None,
+) -> dict[str, Any]:
+    """One sweep; ``relaunched`` is (when it was last relaunched, trials finished since),
+    so that the ETA counts only the pace of the relaunched trials."""
     total = sum(counts.values())
     finished = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled", "stopped"))
     search = sweep.spec.get("search") or {}
@@ -32,6 +102,8 @@ def sweep_view(sweep: Any, counts: dict[str, int], best: float | None) -> dict[s
         "metric": sweep.metric_name,
         "mode": sweep.metric_mode,
         "best": best,
+        "relaunched_at": relaunched[0] if relaunched else None,
+        "finished_since_relaunch": relaunched[1] if relaunched else None,
         "output_dir": sweep.output_dir,
         "created_at": sweep.created_at,
         "updated_at": sweep.updated_at,

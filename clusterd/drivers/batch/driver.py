@@ -33,7 +33,8 @@ What a backend supplies (``clusterd/drivers/slurm/driver.py`` is the worked exam
 And may override: ``scheduler_max_tasks()`` (the cluster's cap on an array's tasks),
 ``submit_budget()`` (room under submit limits, ``arrays.Budget``), ``submit_refused(why)``
 (after a definite refusal, e.g. to drop cached limits), ``script_directives(settings,
-batch, tasks)`` (``#PBS`` lines at the top of the script).
+batch, tasks)`` (lines for the top of the script: directives, or shell lines run before
+the task's ``case``, as PBS's plain-job index).
 
 Given: ``self.commands`` (``SchedulerCommands``: ``output(argv)``, ``checked(argv,
 check=...)``), ``self.log`` (the backend module's logger), ``job_options(job)``,
@@ -177,7 +178,8 @@ class BatchDriver(Driver, Generic[K]):
         """Called after the scheduler definitely refused a submission."""
 
     def script_directives(self, settings: K, batch: str, tasks: list[Task]) -> Sequence[str]:
-        """Directive lines for the top of the batch script (none: all on the command line)."""
+        """Lines for the top of the batch script, right after ``#!``: directives, or shell
+        lines run before the task's ``case`` (none: all on the command line)."""
         return ()
 
     # -- the contract -----------------------------------------------------------------------

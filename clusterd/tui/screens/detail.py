@@ -9,6 +9,7 @@ once a second while the attempt is live and the log tab is open.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -35,6 +36,8 @@ from clusterd.tui.widgets.text_line import TextLine
 __all__ = ["DetailScreen"]
 
 SHOW_DEBOUNCE = 0.5
+#: most marked trials one plot draws (the daemon's ``metrics`` op caps ``overlay`` alike)
+MAX_OVERLAY = 8
 PLOT_MIN_INTERVAL = 3.0
 
 
@@ -52,9 +55,10 @@ class DetailScreen(ActionsMixin):
     HELP_TITLE = "trial"
     HELP = (
         "One trial. Tabs: 1 overview, 2 plot (this trial vs the sweep's best trial and "
-        "median, plus GPU sparklines), 3 log (o switches stdout/stderr, [ and ] the "
-        "attempt), 4 history (every state transition). x stops the trial early by hand "
-        "(it ends 'stopped', as if a rule stopped it); c cancels it."
+        "median, plus GPU sparklines; m and M switch the metric plotted, the trials "
+        "marked with v in the trials list are drawn too), 3 log (o switches "
+        "stdout/stderr, [ and ] the attempt), 4 history (every state transition). x stops "
+        "the trial early by hand (it ends 'stopped', as if a rule stopped it); c cancels it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -68,6 +72,8 @@ class DetailScreen(ActionsMixin):
         Binding("x", "stop_trial", "Stop early"),
         Binding("c", "cancel_trial", "Cancel"),
         Binding("y", "copy_path", "Copy dir"),
+        Binding("m", "metric(1)", "Next metric", show=False),
+        Binding("M", "metric(-1)", "Previous metric", show=False),
     ]
     DEFAULT_CSS = """
     DetailScreen #summary { height: 2; padding: 0 1; background: $boost; }
@@ -78,10 +84,15 @@ class DetailScreen(ActionsMixin):
     DetailScreen #plot-note { height: 1; color: $text-muted; }
     """
 
-    def __init__(self, sweep: str, index: int) -> None:
+    def __init__(self, sweep: str, index: int, overlay: Sequence[int] = ()) -> None:
         super().__init__()
         self.sweep = sweep
         self.index = index
+        #: other trials of the sweep whose curves the plot draws too (marked in the list)
+        self.overlay = [i for i in overlay if i != index][:MAX_OVERLAY]
+        #: the metric plotted: None until the first reply (the sweep's [metric])
+        self.metric: str | None = None
+        self.metric_names: list[str] = []
         self.name_ = f"{sweep}/{index}"
         self.topic = sweep
         self.show: dict[str, Any] = {}
@@ -137,7 +148,10 @@ class DetailScreen(ActionsMixin):
     def _fetch_plot(self) -> None:
         backend = self.capp.backend
         try:
-            metrics = backend.call("metrics", trial=self.name_, points=400)
+            extra: dict[str, Any] = {"overlay": self.overlay} if self.overlay else {}
+            if self.metric:
+                extra["name"] = self.metric
+            metrics = backend.call("metrics", trial=self.name_, points=400, **extra)
             gpus = backend.call("gpu_samples", trial=self.name_, limit=120)
         except ClusterdError as exc:
             self.post_message(RequestFailed("metrics", str(exc)))
@@ -158,15 +172,11 @@ class DetailScreen(ActionsMixin):
     async def on_plot_loaded(self, message: PlotLoaded) -> None:
         self._plot_at = time.monotonic()
         self._plot_stale = False
-        self.query_one(MetricPlot).show(message.metrics)
         m = message.metrics
-        best = (m.get("best") or {}).get("trial")
-        note = f"median over {m.get('median_over', 0)} trial(s)"
-        if best:
-            note += f" · best trial {best}"
-        if m.get("names") and len(m["names"]) > 1:
-            note += f" · other metrics: {', '.join(n for n in m['names'] if n != m.get('name'))}"
-        self.query_one("#plot-note", Static).update(note)
+        self.metric = m.get("name") or self.metric
+        self.metric_names = list(m.get("names") or [])
+        self.query_one(MetricPlot).show(m)
+        self.query_one("#plot-note", Static).update(_plot_note(m))
         await self.query_one(GpuPanel).show(message.gpus)
 
     def apply_events(self, events: list[dict[str, Any]]) -> None:
@@ -309,6 +319,20 @@ class DetailScreen(ActionsMixin):
         self.action_tab("log")
         self.log_tail.step_attempt(delta, len(self.show.get("attempt_list") or []))
 
+    def action_metric(self, delta: int) -> None:
+        """Plot the next (or previous) metric the trial reported."""
+        names = self.metric_names
+        if len(names) < 2:
+            self.notify("this trial reported one metric" if names else "no metrics yet")
+            return
+        at = names.index(self.metric) if self.metric in names else -delta
+        self.metric = names[(at + delta) % len(names)]
+        self._plot_stale = True
+        if self.active_tab != "plot":
+            self.query_one(TabbedContent).active = "plot"  # its activation fetches
+        else:
+            self._fetch_plot()
+
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
@@ -331,6 +355,23 @@ class DetailScreen(ActionsMixin):
 
     def action_copy_path(self) -> None:
         self.copy_trial_dir(self.name_)
+
+
+def _plot_note(m: dict[str, Any]) -> str:
+    """The line under the plot: what is drawn and which metrics ``m`` switches to."""
+    best = (m.get("best") or {}).get("trial")
+    note = f"median over {m.get('median_over', 0)} trial(s)"
+    if best:
+        note += f" · best trial {best}"
+    overlay = [o["trial"].rpartition("/")[2] for o in m.get("overlay") or []]
+    if overlay:
+        note += f" · marked #{', #'.join(overlay)}"
+    modes = m.get("modes") or {}
+    others = [n for n in m.get("names") or [] if n != m.get("name")]
+    if others:
+        shown = ", ".join(f"{n} ({modes[n]})" if n in modes else n for n in others)
+        note += f" · m: {shown}"
+    return note
 
 
 def _params_table(params: dict[str, Any]) -> RenderableType:

@@ -50,7 +50,8 @@ class TrialsScreen(ActionsMixin):
         "One line per trial, updated live. f filters by state, / searches the "
         "parameters (all words must match, e.g. 'lr=0.01 adam'), s and S sort. "
         "x stops the highlighted trial early (it ends 'stopped', as if a rule stopped it); "
-        "c cancels it."
+        "c cancels it. v marks trials (+): the plot of the trial you open draws the marked "
+        "ones over it."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -65,6 +66,7 @@ class TrialsScreen(ActionsMixin):
         Binding("r", "relaunch", "Relaunch failed", show=False),
         Binding("y", "copy_path", "Copy dir", show=False),
         Binding("e", "export", "Export", show=False),
+        Binding("v", "mark", "Mark for plot", show=False),
     ]
     DEFAULT_CSS = """
     TrialsScreen #summary { height: 1; padding: 0 1; background: $boost; }
@@ -241,6 +243,8 @@ class TrialsScreen(ActionsMixin):
         parts.append(f"sort: {t.sort_key} {'▼' if t.descending else '▲'}")
         cursor = self.table.cursor + 1 if t.view else 0
         parts.append(f"row {cursor} of {len(t.view)}")
+        if self.table.marked:  # v: plotted together when a trial is opened
+            parts.append(f"{len(self.table.marked)} marked")
         metric = self.summary.get("metric")
         if metric:
             value, index = self._best
@@ -313,7 +317,12 @@ class TrialsScreen(ActionsMixin):
     def _open(self, index: int) -> None:
         from clusterd.tui.screens.detail import DetailScreen
 
-        self.app.push_screen(DetailScreen(self.sweep, index))
+        self.app.push_screen(DetailScreen(self.sweep, index, overlay=sorted(self.table.marked)))
+
+    def action_mark(self) -> None:
+        """Mark (or unmark) the highlighted trial: opened trials plot the marked ones too."""
+        if self.table.toggle_mark() is not None:
+            self._show_viewbar()
 
     def action_cancel_trial(self) -> None:
         row = self.table.current

@@ -1,4 +1,5 @@
-"""The metric-vs-step plot of a trial, against the sweep's best trial and its median.
+"""The metric-vs-step plot of a trial, against the sweep's best trial and its median,
+and the trials marked in the list (``overlay``); the detail screen picks the metric.
 
 Drawn with textual-plotext; series colours come from the theme (like the state
 colours) so the three lines stay distinct on light and dark backgrounds.
@@ -12,6 +13,9 @@ from textual.color import Color
 from textual_plotext import PlotextPlot
 
 __all__ = ["MetricPlot"]
+
+#: theme variables for the curves of trials marked in the list (cycled)
+OVERLAY_COLOURS = ("text-accent", "text-secondary", "text-error", "foreground")
 
 
 def _rgb(app: Any, var: str) -> tuple[int, int, int]:
@@ -36,7 +40,8 @@ class MetricPlot(PlotextPlot):
         self.watch(self.app, "theme", lambda _: self.show(self._reply))
 
     def show(self, reply: dict[str, Any]) -> None:
-        """Plot a ``metrics`` reply: this trial, the best trial, the median of the sweep."""
+        """Plot a ``metrics`` reply: this trial, the best trial, the median of the sweep,
+        the marked trials; the title names the metric and its direction."""
         self._reply = reply
         plt = self.plt
         plt.clear_data()
@@ -56,12 +61,19 @@ class MetricPlot(PlotextPlot):
             xs, ys = zip(*best["points"], strict=True)
             label = f"best #{best['trial'].rpartition('/')[2]}"
             plt.plot(xs, ys, label=label, marker="hd", color=_rgb(self.app, "text-success"))
+        overlay = [o for o in reply.get("overlay") or [] if o.get("points")]
+        for n, other in enumerate(overlay):
+            xs, ys = zip(*other["points"], strict=True)
+            colour = _rgb(self.app, OVERLAY_COLOURS[n % len(OVERLAY_COLOURS)])
+            label = f"#{other['trial'].rpartition('/')[2]}"
+            plt.plot(xs, ys, label=label, marker="hd", color=colour)
         xs, ys = zip(*points, strict=True)
         plt.plot(xs, ys, label="this trial", marker="hd", color=_rgb(self.app, "text-primary"))
         steps = (
             [p[0] for p in points]
             + [p[0] for p in median]
             + [p[0] for p in best.get("points") or []]
+            + [p[0] for o in overlay for p in o["points"]]
         )
         plt.xticks(_int_ticks(min(steps), max(steps)))
         mode = reply.get("mode")

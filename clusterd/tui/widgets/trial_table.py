@@ -3,7 +3,9 @@
 Why not ``DataTable``: a sweep can hold 10,000+ trials and 100 of them report
 ten times a second. ``DataTable`` keeps a cell object per value and re-measures
 columns on updates; here a row is one ``TrialRow`` and a line is rendered on
-demand from it (Textual's Line API), cached by the row's ``version``. Scrolling
+demand from it (Textual's Line API), cached by the row's ``version``. Trials
+marked with ``v`` (``marked``) show a ``+`` before their index: the detail screen
+plots them together. Scrolling
 costs the ~20 visible lines, an event costs a version bump, and nothing is done
 for rows off screen. Column widths are fixed; ``params`` takes what is left.
 """
@@ -156,6 +158,8 @@ class TrialTable(ScrollView, can_focus=True):
         self.lines_rendered = 0  # for the benchmark: proves off-screen rows cost nothing
         #: called as the cursor moves, before the repaint (the screen's status line)
         self.on_cursor: Callable[[TrialRow], None] | None = None
+        #: trials marked (``v``) to plot together: their index shows a ``+``
+        self.marked: set[int] = set()
 
     # -- data ------------------------------------------------------------------
 
@@ -169,6 +173,15 @@ class TrialTable(ScrollView, can_focus=True):
         self._lines.clear()
         self.cursor = min(target, max(0, len(rows) - 1))
         self.refresh()
+
+    def toggle_mark(self) -> TrialRow | None:
+        """Mark the highlighted trial for the plot overlay, or unmark it."""
+        row = self.current
+        if row is not None:
+            self.marked ^= {row.index}
+            row.version += 1  # its cached line shows the mark now
+            self.refresh()
+        return row
 
     def rows_changed(self, indices: set[int]) -> None:
         """Some rows' fields changed in place; repaint if any of them is on screen."""
@@ -304,7 +317,10 @@ class TrialTable(ScrollView, can_focus=True):
         now = self._now()
         segments = []
         for n, (col, w) in enumerate(self._widths()):
-            text = _fit(_cell(row, col.key, now), w, col.right)
+            cell = _cell(row, col.key, now)
+            if col.key == "index" and row.index in self.marked:
+                cell = "+" + cell
+            text = _fit(cell, w, col.right)
             style = base + state_style if col.key in ("state", "index") else base
             segments.append(Segment(text if n == 0 else " " + text, style))
         return Strip(segments).adjust_cell_length(width, base)
