@@ -1,4 +1,4 @@
-"""What every batch-scheduler driver shares (Slurm now; HTCondor, PBS, Grid Engine next).
+"""What every batch-scheduler driver shares (Slurm, HTCondor, PBS, Grid Engine).
 
 One module per job, each usable on its own:
 
@@ -11,6 +11,8 @@ One module per job, each usable on its own:
 * ``records``: write-ahead job.json records, ``find`` by token, adoption of leftovers;
 * ``slots``: packed attempts' job ids, phases and cancellation;
 * ``cache``: time-limited answers (``TtlCache``);
+* ``settings``: the fields every backend's array settings take from the attempt's
+  resources (``resource_fields``), and a time limit as hours, minutes, seconds;
 * ``driver``: ``BatchDriver``, the submit/cancel/find skeleton over all of the above,
   whose docstring lists what a backend supplies.
 """

@@ -33,6 +33,7 @@ from clusterd.drivers.base import JobRequest
 from clusterd.drivers.batch.arrays import Task
 from clusterd.drivers.batch.driver import batch_options
 from clusterd.drivers.batch.script import ScriptDialect
+from clusterd.drivers.batch.settings import resource_fields
 from clusterd.drivers.options import Option, non_empty_string, positive_int, string_list
 from clusterd.errors import DriverError
 
@@ -243,16 +244,11 @@ class SubmitSettings:
     @classmethod
     def of(cls, job: JobRequest, options: Mapping[str, Any]) -> SubmitSettings:
         """Settings for ``job`` from its resources and ``options`` (its merged table)."""
-        res = job.resources
         disk = options.get("request_disk")
         short = {host.split(".", 1)[0] for host in job.exclude_hosts}
         hosts = sorted(host for host in short if _HOST.fullmatch(host))
         return cls(
-            sweep=job.sweep,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            memory_mb=res.memory_mb,
-            time_seconds=res.time_seconds,
+            **resource_fields(job),
             disk=str(disk).strip() if disk is not None else None,
             universe=str(options.get("universe") or "vanilla"),
             container_image=options.get("container_image"),
@@ -264,7 +260,6 @@ class SubmitSettings:
             getenv=bool(options.get("getenv", True)),
             extra=tuple(options.get("extra") or ()),
             submit_command=tuple(options.get("submit_command") or ("condor_submit",)),
-            pack=max(1, res.pack),
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from clusterd.drivers.base import JobRequest
 from clusterd.drivers.batch.driver import batch_options
 from clusterd.drivers.batch.script import ScriptDialect, render_script
+from clusterd.drivers.batch.settings import clock, resource_fields
 from clusterd.drivers.options import (
     Option,
     non_empty_string,
@@ -163,26 +164,19 @@ class ArraySettings:
         res: Resources = job.resources
         opts = job.options if options is None else options
         return cls(
-            sweep=job.sweep,
+            **resource_fields(job),
             flavor=flavor,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            memory_mb=res.memory_mb,
-            time_seconds=res.time_seconds,
             queue=opts.get("queue") or res.partition,
             account=opts.get("account"),
             select=opts.get("select"),
             extra=tuple(opts.get("extra") or ()),
             throttle=opts.get("throttle"),
-            pack=max(1, res.pack),
         )
 
 
 def format_walltime(seconds: int) -> str:
     """``-l walltime`` value: ``"HH:MM:SS"`` (hours may pass 24: ``"100:00:00"``)."""
-    seconds = max(1, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
+    hours, minutes, secs = clock(seconds)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 

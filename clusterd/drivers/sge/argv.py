@@ -17,6 +17,7 @@ from typing import Any
 from clusterd.drivers.base import JobRequest
 from clusterd.drivers.batch.driver import batch_options
 from clusterd.drivers.batch.script import ScriptDialect, render_script
+from clusterd.drivers.batch.settings import clock, resource_fields
 from clusterd.drivers.options import Option, non_empty_string, positive_int, string_list
 from clusterd.spec.model import Resources
 
@@ -122,11 +123,7 @@ class SgeSettings:
         res: Resources = job.resources
         opts = job.options if options is None else options
         return cls(
-            sweep=job.sweep,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            memory_mb=res.memory_mb,
-            time_seconds=res.time_seconds,
+            **resource_fields(job),
             queue=opts.get("queue") or res.partition,
             pe=str(opts.get("pe") or "smp"),
             usr1_lead=_usr1_lead(res.time_seconds, job.resume_signal, job.resume_lead),
@@ -134,7 +131,6 @@ class SgeSettings:
             exclude=tuple(sorted(set(job.exclude_hosts))),
             extra=tuple(opts.get("extra") or ()),
             throttle=opts.get("throttle"),
-            pack=max(1, res.pack),
         )
 
 
@@ -150,9 +146,7 @@ def _usr1_lead(time_seconds: int | None, signal: str, lead: int) -> int | None:
 
 def format_sge_time(seconds: int) -> str:
     """A time limit as SGE writes it: ``"H:MM:SS"`` (hours may pass 24)."""
-    seconds = max(1, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
+    hours, minutes, secs = clock(seconds)
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from clusterd.drivers.base import JobRequest
 from clusterd.drivers.batch.driver import batch_options
 from clusterd.drivers.batch.script import ScriptDialect, render_script
+from clusterd.drivers.batch.settings import clock, resource_fields
 from clusterd.drivers.options import (
     Option,
     non_empty_string,
@@ -131,11 +132,7 @@ class ArraySettings:
         opts = job.options if options is None else options
         signal, lead = _signal_for(res.time_seconds, job.resume_signal, job.resume_lead)
         return cls(
-            sweep=job.sweep,
-            cpus=res.cpus,
-            gpus=res.gpus,
-            memory_mb=res.memory_mb,
-            time_seconds=res.time_seconds,
+            **resource_fields(job),
             partition=res.partition,
             signal=signal,
             signal_lead=lead,
@@ -145,7 +142,6 @@ class ArraySettings:
             exclude=_merge_exclude(opts.get("exclude"), exclude_nodes),
             extra=tuple(opts.get("extra") or ()),
             throttle=opts.get("throttle"),
-            pack=max(1, res.pack),
         )
 
 
@@ -173,12 +169,10 @@ def format_slurm_time(seconds: int) -> str:
 
     Slurm counts time limits in minutes and rounds seconds up.
     """
-    seconds = max(1, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}-{clock}" if days else clock
+    hours, minutes, secs = clock(seconds)
+    days, hours = divmod(hours, 24)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{text}" if days else text
 
 
 def build_sbatch_argv(
