@@ -449,6 +449,9 @@ def test_database_at_the_first_revision_is_upgraded_with_its_data(
         (i, "completed", 9) for i in range(3)
     ]
     shown = stopped_daemon.ctl_json("show", "old/2")
+    # the metric summaries were backfilled by the upgrade (revision 0004)
+    assert shown["metrics"]["loss"]["last"] == pytest.approx(1 / 12), shown["metrics"]
+    assert shown["metrics"]["loss"]["mode"] == "min"
     assert [(x["from"], x["to"]) for x in shown["transitions"]][-1] == (
         "running",
         "completed",

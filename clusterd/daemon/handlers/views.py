@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from clusterd.node import layout
 from clusterd.protocol import TRIAL_COLUMNS
-from clusterd.spec.model import SweepSpec
+from clusterd.spec.model import Metric, SweepSpec
 
 __all__ = [
     "attempt_view",
@@ -26,8 +26,23 @@ Summary = tuple[float, int, float, float]
 
 def sweep_spec(sweep: Any) -> SweepSpec:
     """The sweep's stored spec: where each metric's direction is decided
-    (``SweepSpec.metric_mode``: ``[metric]``, ``[metrics.<name>] mode``, else by name)."""
-    return SweepSpec.from_dict(sweep.spec)
+    (``SweepSpec.metric_mode``: ``[metric]``, ``[metrics.<name>] mode``, else by name).
+
+    A record this release cannot rebuild (written by an older one, or cut short) still
+    shows: the sweep row's own metric and mode decide, the other metrics go by name."""
+    try:
+        return SweepSpec.from_dict(sweep.spec)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        name = getattr(sweep, "metric_name", None)
+        high = getattr(sweep, "metric_mode", None) == "max"
+        mode: Literal["min", "max"] = "max" if high else "min"
+        return SweepSpec(
+            name=sweep.name,
+            command=(),
+            source="<db>",
+            output_dir=str(getattr(sweep, "output_dir", "") or ""),
+            metric=Metric(name, mode) if name else None,
+        )
 
 
 def metric_order(spec: SweepSpec, names: Iterable[str]) -> list[str]:
