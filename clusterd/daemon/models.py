@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -25,6 +26,7 @@ __all__ = [
     "Attempt",
     "Base",
     "Checkpoint",
+    "GpuMinute",
     "GpuSample",
     "Lease",
     "Meta",
@@ -57,6 +59,9 @@ class Sweep(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     uid: Mapped[str | None] = mapped_column(String(32))  # random; named by the output dir's marker
+    group: Mapped[str | None] = mapped_column(String(128))  # sweep.toml ``group``: sweeps --group
+    trashed_at: Mapped[float | None] = mapped_column(Float)  # rm --trash: hidden, restorable
+    trash_path: Mapped[str | None] = mapped_column(Text)  # where rm --trash moved the output dir
 
 
 class Trial(Base):
@@ -117,6 +122,10 @@ class Attempt(Base):
     code_commit: Mapped[str | None] = mapped_column(String(64))
     code_dirty: Mapped[bool | None] = mapped_column(Boolean)
     code_diff: Mapped[str | None] = mapped_column(Text)
+    # the idle-GPU watch: since when every GPU of the attempt stayed under the threshold
+    # (None: busy or unknown), and whether the warning has fired for that stretch
+    gpu_idle_since: Mapped[float | None] = mapped_column(Float)
+    gpu_idle_flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Metric(Base):
@@ -169,8 +178,10 @@ class Checkpoint(Base):
 
 
 class GpuSample(Base):
+    """Raw GPU samples (contract in docs/gpu.md); older ones are rolled up into ``gpu_minutes``."""
+
     __tablename__ = "gpu_samples"
-    __table_args__ = (Index("ix_gpu_samples_trial", "trial_id"),)
+    __table_args__ = (Index("ix_gpu_samples_trial_attempt_t", "trial_id", "attempt", "t"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
@@ -180,6 +191,35 @@ class GpuSample(Base):
     mem_used: Mapped[float | None] = mapped_column(Float)  # MiB
     mem_total: Mapped[float | None] = mapped_column(Float)  # MiB
     t: Mapped[float] = mapped_column(Float)
+    power_w: Mapped[float | None] = mapped_column(Float)
+    temp_c: Mapped[int | None] = mapped_column(Integer)
+    own_procs: Mapped[int | None] = mapped_column(Integer)  # the attempt's own processes on it
+    own_mem: Mapped[int | None] = mapped_column(Integer)  # MiB those processes use
+
+
+class GpuMinute(Base):
+    """Per-minute aggregates of raw samples older than the raw window (one row per
+    trial, attempt, GPU and minute), so a days-long sweep's GPU history stays small."""
+
+    __tablename__ = "gpu_minutes"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "attempt", "gpu", "minute", name="uq_gpu_minutes"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    gpu: Mapped[int] = mapped_column(Integer)
+    minute: Mapped[int] = mapped_column(BigInteger)  # floor(t / 60)
+    samples: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)  # time the rolled-up samples cover
+    util_mean: Mapped[float | None] = mapped_column(Float)
+    util_max: Mapped[float | None] = mapped_column(Float)
+    mem_max: Mapped[float | None] = mapped_column(Float)  # MiB
+    mem_total: Mapped[float | None] = mapped_column(Float)  # MiB
+    power_mean: Mapped[float | None] = mapped_column(Float)  # W
+    energy_j: Mapped[float | None] = mapped_column(Float)
+    own_mem_max: Mapped[int | None] = mapped_column(Integer)  # MiB
 
 
 class TrialError(Base):

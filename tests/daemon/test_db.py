@@ -58,7 +58,7 @@ def test_upgrade_is_idempotent(engine: Engine, snapshot: Snapshot) -> None:
     db.upgrade(engine)
     db.upgrade(engine)
     assert snapshot(engine) == before
-    assert db.current_revision(engine) == db.head_revision() == "0004"
+    assert db.current_revision(engine) == db.head_revision() == "0005"
 
 
 def test_revision_files_follow_the_naming_convention() -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from clusterd.daemon import db
 from clusterd.daemon.ingest import ingest_attempt, open_cursor
-from clusterd.daemon.store import MS, M, Store, T
+from clusterd.daemon.store import MS, M, S, Store, T
 
 _names = itertools.count()
 
@@ -47,6 +47,8 @@ class World:
         self.root = root
 
     def new_sweep(self, trials: int = 3) -> tuple[int, list[Any]]:
+        if db.current_revision(self.engine) == "0003":
+            return self._sweep_at_0003(trials)
         name = f"s{next(_names)}"
         spec = {
             "name": name,
@@ -57,6 +59,42 @@ class World:
         }
         params = [({"i": i}, json.dumps({"i": i})) for i in range(trials)]
         sweep_id = self.store.create_sweep(spec, params, None)
+        with self.store.read() as conn:
+            return sweep_id, self.store.trials(conn, sweep_id)
+
+    def _sweep_at_0003(self, trials: int) -> tuple[int, list[Any]]:
+        """A sweep stored as the 0003 release stored it: only the columns it had (the
+        current ``Store.create_sweep`` reads columns a 0003 database lacks)."""
+        name = f"s{next(_names)}"
+        with self.store.tx() as conn:
+            sweep_id = conn.execute(
+                insert(S).values(
+                    name=name,
+                    driver="fake",
+                    state="active",
+                    spec={"name": name},
+                    source=str(self.root / "x.toml"),
+                    output_dir=str(self.root / name),
+                    metric_name="loss",
+                    metric_mode="min",
+                    created_at=1.0,
+                    updated_at=1.0,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(T),
+                [
+                    {
+                        "sweep_id": sweep_id,
+                        "index": i,
+                        "params": {"i": i},
+                        "params_key": json.dumps({"i": i}),
+                        "created_at": 1.0,
+                        "updated_at": 1.0,
+                    }
+                    for i in range(trials)
+                ],
+            )
         with self.store.read() as conn:
             return sweep_id, self.store.trials(conn, sweep_id)
 
