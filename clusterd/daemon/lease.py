@@ -50,6 +50,7 @@ from sqlalchemy.exc import IntegrityError
 from clusterd.daemon import models
 from clusterd.daemon.db import WritesRefused, transaction
 from clusterd.errors import LeaseHeld, StorageError
+from clusterd.pidcheck import pid_alive
 
 __all__ = [
     "DEFAULT_TTL",
@@ -133,28 +134,6 @@ class Lease:
 
 class _Raced(Exception):
     """The row changed between our read and our write; read again."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (signal 0 probes, never kills)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed daemon stays a zombie until its parent reaps it: it holds nothing."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _now(conn: Connection) -> float:

@@ -20,6 +20,7 @@ from clusterd.cli.rpc import exit_status
 from clusterd.client import Client
 from clusterd.daemon.homecheck import check_home
 from clusterd.errors import ClusterdError, DaemonUnreachable
+from clusterd.pidcheck import pid_alive
 
 __all__ = ["main"]
 
@@ -63,13 +64,9 @@ def _running_pid() -> int | None:
         pid = int(paths.pid_path().read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):  # gone, or exited and not reaped yet
         _clean_stale()
         return None
-    except PermissionError:
-        return pid
     cmdline = _cmdline(pid)
     if cmdline is not None and "clusterd" not in cmdline:
         _clean_stale()  # the pid was recycled by an unrelated process
@@ -191,9 +188,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         os.kill(pid, 15)
     deadline = time.monotonic() + 60
     while pid is not None and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):  # gone, or a zombie its reaper has not collected yet
             break
         time.sleep(0.02)
     else:

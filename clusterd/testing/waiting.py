@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from clusterd.pidcheck import pid_alive as alive
+
 __all__ = ["alive", "wait_for"]
 
 T = TypeVar("T")
@@ -30,13 +32,3 @@ def wait_for(
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie (killed, not reaped yet) can do nothing and does not."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
