@@ -34,6 +34,7 @@ SCRIPTS = [
     "bench_htcondor.py",
     "bench_pbs.py",
     "bench_sge.py",
+    "bench_gpu_sampler.py",
 ]
 TIMEOUT = 150
 

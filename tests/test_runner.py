@@ -551,7 +551,10 @@ def test_gpu_samples_are_appended_when_pynvml_is_there(tmp_path: Path) -> None:
     assert attempt.run() == 0
     samples = [e for e in attempt.events() if isinstance(e, GpuEvent)]
     assert samples
-    assert samples[0].gpus == [{"index": 1, "util": 42, "mem_used": 3, "mem_total": 80}]
+    assert samples[0].gpus == [
+        {"index": 1, "util": 42, "mem_used": 3, "mem_total": 80}
+        | {"power_w": None, "temp_c": None, "own_procs": None, "own_mem": None}
+    ]
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,10 @@ MAX_LINE = 1 << 20
 #: largest step accepted (the database stores steps as signed 64-bit integers)
 MAX_STEP = (1 << 63) - 1
 
-_GPU_NUMBERS = ("util", "mem_used", "mem_total")
+#: readings of a gpu entry: a finite number or null (docs/gpu.md, "The events line")
+_GPU_NUMBERS = ("util", "mem_used", "mem_total", "power_w", "temp_c", "own_mem")
+#: longest ``uuid`` accepted (NVML's are 40 to 44 characters)
+MAX_GPU_UUID = 128
 
 
 class MetricEvent(NamedTuple):
@@ -57,7 +60,11 @@ class CheckpointEvent(NamedTuple):
 
 
 class GpuEvent(NamedTuple):
-    """``{"type": "gpu", "gpus": [{"index": 0, "util": 93, ...}]}``, written by the runner."""
+    """``{"type": "gpu", "gpus": [{"index": 0, "util": 93, ...}]}``, written by the runner.
+
+    Each entry: ``index``, optional ``uuid``, and the readings ``util``, ``mem_used``,
+    ``mem_total``, ``power_w``, ``temp_c``, ``own_procs``, ``own_mem`` (each may be
+    null or absent; lines of older runners have the first three only)."""
 
     t: float | None
     gpus: list[dict[str, Any]]
@@ -321,6 +328,12 @@ def _gpus(obj: dict[str, Any]) -> list[dict[str, Any]]:
         for key in _GPU_NUMBERS:
             if not _is_number_or_null(gpu.get(key)):
                 raise _Bad(f"gpu {key!r} is not a finite number")
+        procs = gpu.get("own_procs")
+        if procs is not None and (type(procs) is not int or not 0 <= procs <= MAX_STEP):
+            raise _Bad('gpu "own_procs" is not a non-negative integer')
+        uuid = gpu.get("uuid")
+        if uuid is not None and (type(uuid) is not str or not 0 < len(uuid) <= MAX_GPU_UUID):
+            raise _Bad(f'gpu "uuid" is not a string of 1 to {MAX_GPU_UUID} characters')
     return gpus
 
 

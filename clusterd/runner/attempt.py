@@ -17,7 +17,7 @@ from clusterd.node import names
 from clusterd.node.atomic import replace_json
 from clusterd.node.files import create_new, open_own_dir, open_subdir
 from clusterd.node.status import signal_name, status_record, write_new_status, write_status
-from clusterd.runner.command import full_argv
+from clusterd.runner.command import child_env, full_argv
 from clusterd.runner.gpu import start_sampler
 from clusterd.runner.log import RunnerLog
 from clusterd.runner.supervise import Supervisor, exit_status, signal_group
@@ -129,7 +129,13 @@ def _run(runner: Supervisor) -> int:
     write_runner_json(runner)
     log(f"command started: pid {runner.proc.pid}")
     runner.arm_time_limit()
-    sampler = start_sampler(runner.dir_fd, launch.gpu_interval, log)
+    sampler = start_sampler(
+        runner.dir_fd,
+        launch.gpu_interval,
+        log,
+        environ=child_env(launch, token=runner.token),  # GPUs set by [env] vars count too
+        carries=runner.containment.carries,  # a process that setsid'd away is still the trial's
+    )
     code = runner.supervise()
     ended = time.time()
     log(f"command ended: {'signal ' + signal_name(-code) if code < 0 else f'exit code {code}'}")
