@@ -15,6 +15,14 @@ kind refuses the start, naming the file and ``drivers.<name>.<key>``: a mistyped
 must never silently submit to the default one. A table for a driver that is not
 installed is only a warning (its plugin may be uninstalled for a while). Reading the file
 needs nothing but the stdlib, so the CLI stays light.
+
+A ``[gpu]`` table gives every sweep's idle-GPU watch its defaults (docs/gpu.md, "Idle
+GPUs"); a sweep's own ``[gpu]`` keys win, and ``idle_warning = "off"`` there turns it off::
+
+    [gpu]
+    idle_warning = "30m"    # flag a trial whose GPUs stay idle this long
+    idle_threshold = 5      # percent utilisation under which a GPU counts as idle
+    idle_action = "warn"    # or "stop": stop such a trial
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from clusterd.errors import ClusterdError
 
 if TYPE_CHECKING:
     from clusterd.drivers.base import Driver
+    from clusterd.spec.model import GpuConfig
 
 __all__ = ["CONFIG_ENV", "ConfigError", "UserConfig", "config_path", "load_config", "read_config"]
 
@@ -55,6 +64,8 @@ class UserConfig:
 
     path: Path
     drivers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``[gpu]``: defaults of the idle-GPU watch (a ``GpuConfig``; None: no table)
+    gpu: GpuConfig | None = None
 
     def table(self, name: str) -> dict[str, Any]:
         """``[drivers.<name>]`` as written (empty if absent)."""
@@ -106,16 +117,29 @@ def read_config(path: Path | None = None) -> UserConfig:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"drivers"})
+    unknown = sorted(set(data) - {"drivers", "gpu"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: drivers")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: drivers, gpu")
     drivers = data.get("drivers", {})
     if not isinstance(drivers, dict):
         raise ConfigError(f"{path}: drivers: must be tables, e.g. [drivers.slurm]")
     for name, table in drivers.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: drivers.{name}: must be a table ([drivers.{name}])")
-    return UserConfig(path, drivers)
+    return UserConfig(path, drivers, _gpu_defaults(path, data.get("gpu")))
+
+
+def _gpu_defaults(path: Path, table: Any) -> GpuConfig | None:
+    """The ``[gpu]`` table checked like a sweep file's (without ``interval``, which the
+    runner gets from the sweep)."""
+    if table is None:
+        return None
+    from clusterd.spec.sections import _gpu  # stdlib only
+
+    try:
+        return _gpu(str(path), table, ("idle_warning", "idle_threshold", "idle_action"))
+    except ClusterdError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def load_config(classes: Mapping[str, type[Driver]]) -> tuple[UserConfig, list[str]]:

@@ -77,6 +77,9 @@ OPS = frozenset(
         "gpus",
         "metrics",
         "gpu_samples",
+        "trash",
+        "restore",
+        "metric_table",
     }
 )
 

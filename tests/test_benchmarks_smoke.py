@@ -35,6 +35,8 @@ SCRIPTS = [
     "bench_pbs.py",
     "bench_sge.py",
     "bench_gpu_sampler.py",
+    "bench_report.py",
+    "bench_gpu_storage.py",
 ]
 TIMEOUT = 150
 

@@ -30,8 +30,11 @@ Command = Callable[[argparse.Namespace], int]
 _HOMES: dict[str, str] = {
     **dict.fromkeys(("sweeps", "cancel", "relaunch", "export", "best", "rm", "gpus"), "sweeps"),
     **dict.fromkeys(("submit", "count"), "submit"),
+    "convert": "submit",
     **dict.fromkeys(("trials", "show", "logs", "stop"), "trials"),
     **dict.fromkeys(("drivers", "cluster", "tui"), "system"),
+    "report": "report",
+    **dict.fromkeys(("trash", "restore"), "trash"),
 }
 
 
@@ -93,13 +96,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move another sweep's files in output_dir aside (into previous-<date>/) first",
     )
-    c = verb("count", "print how many trials submit would create (after submit's checks)")
+    s.add_argument("--sample", type=int, metavar="N", help="a JSON grid: N random combinations")
+    c = verb("count", "print how many trials submit would create, per axis (after submit's checks)")
     c.add_argument("file")
     c.add_argument("--extend", action="store_true", help="count as submit --extend would")
     c.add_argument("--reuse-output", action="store_true", help="as submit --reuse-output")
+    c.add_argument("--total", action="store_true", help="print only the number of trials")
+    c.add_argument("--sample", type=int, metavar="N", help="a JSON grid: N random combinations")
+    cv = verb("convert", "a cluster_utils config or a JSON grid as sweep.toml (docs/convert.md)")
+    cv.add_argument("file")
+    cv.add_argument("-o", "--output", help="write the sweep.toml here (default: stdout)")
+    cv.add_argument("--force", action="store_true", help="overwrite the --output file")
+    cv.add_argument("--sample", type=int, metavar="N", help="a JSON grid: N random combinations")
     d = verb("drivers", "list installed drivers (and skipped plugins)", True)
     d.add_argument("--options", metavar="DRIVER", help="list a driver's options instead")
-    verb("sweeps", "list sweeps", json_flag=True)
+    sw = verb("sweeps", "list sweeps", json_flag=True)
+    sw.add_argument("--group", metavar="G", help="only the sweeps whose sweep.toml says group = G")
     t = verb("trials", "list a sweep's trials", json_flag=True)
     t.add_argument("sweep")
     t.add_argument("--state", choices=STATES)
@@ -158,7 +170,26 @@ def _parser() -> argparse.ArgumentParser:
     rm = verb("rm", "remove a sweep from the database")
     rm.add_argument("sweep")
     rm.add_argument("--trash", action="store_true", help="also move its output dir to the trash")
-    verb("gpus", "GPU use of a sweep's trials", json_flag=True).add_argument("sweep")
+    tr = verb("trash", "list the sweeps `rm --trash` moved (restorable)", json_flag=True)
+    tr.add_argument("--empty", action="store_true", help="delete them for good")
+    tr.add_argument(
+        "--older-than", metavar="AGE", help="with --empty: only those trashed AGE ago (30d, 12h)"
+    )
+    verb("restore", "bring a sweep back from the trash").add_argument("sweep")
+    g = verb("gpus", "trials ranked by GPU use: most wasted GPU-hours first", json_flag=True)
+    g.add_argument("sweep")
+    g.add_argument(
+        "--by",
+        choices=("waste", "util"),
+        default="waste",
+        help="waste: most wasted GPU-hours first (default); util: highest mean util first",
+    )
+    rp = verb("report", "write a self-contained HTML report of a sweep")
+    rp.add_argument("sweep")
+    rp.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    rp.add_argument(
+        "--top", type=int, default=5, help="learning curves of the best N trials (1-9, default 5)"
+    )
     c = verb("cluster", "what the driver sees", json_flag=True)
     c.add_argument("--driver", default="local")
     tui = verb("tui", "live terminal monitor")

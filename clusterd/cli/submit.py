@@ -7,6 +7,14 @@ with ``dry_run`` so nothing is persisted. Only when the daemon is not running do
 ``count`` and ``--dry-run`` read the file here (loading the spec parser), and they say
 on stderr that only the file itself was checked.
 
+A cluster_utils config or a nested JSON grid (``clusterd.report.convert``, docs/convert.md)
+is converted here, on the fly: ``submit``, ``count`` and ``--dry-run`` send the converted
+text (``text``) with the config's own path, and print what was mapped and refused on
+stderr. ``convert`` prints (or writes) the sweep.toml itself.
+
+``count`` prints each axis with its number of values (branches with their trials), then
+the total alone on the last line; ``--total`` prints only the number.
+
 ``submit`` sends the shell's environment and ``sys.executable``: the daemon keeps only
 what ``[env] inherit``/``pass`` ask for (``daemon/environment.py``) so trials run with
 the interpreter this shell would run.
@@ -22,10 +30,10 @@ from typing import Any
 
 from clusterd.cli.output import params_text
 from clusterd.cli.rpc import call
-from clusterd.errors import DaemonUnreachable
+from clusterd.errors import DaemonUnreachable, SpecError
 from clusterd.table import render
 
-__all__ = ["cmd_count", "cmd_submit"]
+__all__ = ["cmd_convert", "cmd_count", "cmd_submit"]
 
 #: what a dry run could not check without the daemon (printed on stderr)
 OFFLINE_NOTE = (
@@ -35,11 +43,32 @@ OFFLINE_NOTE = (
 )
 
 
+def _converted(args: argparse.Namespace, path: str, announce: bool = True) -> dict[str, Any]:
+    """``{"text": <sweep.toml>}`` when the file is another tool's config (converted here,
+    the mapping printed on stderr), else ``{}``: the daemon reads the file itself."""
+    sample = getattr(args, "sample", None)
+    if not path.endswith((".json", ".toml")) and sample is None:
+        return {}
+    from pathlib import Path
+
+    from clusterd.report.convert import convert_path, looks_convertible
+
+    if looks_convertible(Path(path)) is None:
+        if sample is not None:
+            raise SpecError(args.file, "--sample", "is for a nested JSON grid")
+        return {}
+    conversion = convert_path(Path(path), sample=sample)
+    if announce:
+        print(conversion.report(), file=sys.stderr)
+    return {"text": conversion.toml}
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     if args.dry_run:
         return _dry_run(args, path)
-    extra = {"reuse_output": True} if args.reuse_output else {}
+    extra: dict[str, Any] = {"reuse_output": True} if args.reuse_output else {}
+    extra.update(_converted(args, path))
     result = call(
         "submit",
         path=path,
@@ -68,10 +97,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace, path: str) -> dict[str, Any] | None:
+def _check(args: argparse.Namespace, path: str, converted: dict[str, Any]) -> dict[str, Any] | None:
     """The daemon's dry run of this submit (every check, nothing persisted); None when
-    the daemon is not running."""
+    the daemon is not running. ``converted``: see ``_converted``."""
     extra = {"reuse_output": True} if getattr(args, "reuse_output", False) else {}
+    extra.update(converted)
     try:
         result: dict[str, Any] = call(
             "submit",
@@ -88,13 +118,14 @@ def _check(args: argparse.Namespace, path: str) -> dict[str, Any] | None:
     return result
 
 
-def _offline(display: str, path: str, first: bool = True) -> dict[str, Any]:
+def _offline(
+    display: str, path: str, converted: dict[str, Any], first: bool = True
+) -> dict[str, Any]:
     """The dry run's reply from the file alone (the daemon is not running); ``first``:
     expand the trials to show the first ones (``count`` needs only the number)."""
-    from clusterd.spec import load_sweep
     from clusterd.spec.expand import check_trial_count, expand
 
-    spec = load_sweep(display if os.path.exists(display) else path)
+    spec = _load(display, path, converted)
     planned = check_trial_count(spec)  # refuses more than [limits] max_trials, as submit
     trials = expand(spec)[:10] if first else []
     print(f"clusterctl: {OFFLINE_NOTE}", file=sys.stderr)
@@ -109,8 +140,18 @@ def _offline(display: str, path: str, first: bool = True) -> dict[str, Any]:
     }
 
 
+def _load(display: str, path: str, converted: dict[str, Any]) -> Any:
+    """The spec from the file (or from its converted text)."""
+    from clusterd.spec import load_sweep, parse_sweep
+
+    if "text" in converted:
+        return parse_sweep(converted["text"], display, os.path.dirname(path))
+    return load_sweep(display if os.path.exists(display) else path)
+
+
 def _dry_run(args: argparse.Namespace, path: str) -> int:
-    result = _check(args, path) or _offline(args.file, path)
+    converted = _converted(args, path)
+    result = _check(args, path, converted) or _offline(args.file, path, converted)
     total, first = result["count"], result["first"]
     print(
         f"sweep {result['name']}: {total} trial(s), driver {result['driver']}, "
@@ -175,8 +216,71 @@ def _follow(name: str) -> int:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    """The trials ``submit`` would plan, after the same checks (see the module docstring)."""
+    """The trials ``submit`` would plan, after the same checks (see the module docstring):
+    each axis with its number of values, then the total alone on the last line."""
     path = os.path.abspath(args.file)
-    result = _check(args, path) or _offline(args.file, path, first=False)
+    converted = _converted(args, path, announce=False)
+    result = _check(args, path, converted) or _offline(args.file, path, converted, first=False)
+    if not args.total:
+        for line in _axes_lines(_load(args.file, path, converted), result["count"]):
+            print(line)
     print(result["count"])
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Print (or write, never over a file without ``--force``) the converted sweep.toml;
+    the mapping and the refused keys go to stderr."""
+    from pathlib import Path
+
+    from clusterd.report.convert import convert_path
+
+    conversion = convert_path(Path(args.file), sample=args.sample)
+    text = conversion.toml
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            raise SpecError(args.output, "", "exists: pass --force to overwrite it")
+        out.write_text(text, encoding="utf-8")
+    print(conversion.report(), file=sys.stderr)
+    if args.output is not None:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _axes_lines(spec: Any, total: int) -> list[str]:
+    """What ``count`` prints above the total: each axis and its values, each conditional
+    with its branches' trials, the fixed params, and what the number means."""
+    from clusterd.spec.expand import grid_count
+
+    method = spec.search.method
+    lines: list[str] = []
+    rows: list[tuple[str, str]] = []
+    fixed: list[str] = []
+    for name, node in spec.params.items():
+        if isinstance(node, list):
+            rows.append((name, f"{len(node)} value{'s' if len(node) != 1 else ''}"))
+        elif isinstance(node, dict):
+            parts = [f"{b} ({grid_count(sub)})" for b, sub in list(node.items())[:6]]
+            more = f", ... {len(node) - 6} more" if len(node) > 6 else ""
+            what = f"{len(node)} branch{'es' if len(node) != 1 else ''}"
+            rows.append((name, f"{what}: {', '.join(parts)}{more}"))
+        else:
+            fixed.append(name)
+    space = [(n, f"{d.kind} {list(d.args)}") for n, d in spec.search.space.items()]
+    if method == "grid":
+        lines.append(f"grid: the product of {len(rows)} axis/axes")
+    elif method == "random":
+        lines.append(f"random: {total} trial(s) (samples), each drawing one value per axis")
+    else:
+        lines.append(
+            f"method {method}: proposes up to {total} trial(s) (samples) as results arrive"
+        )
+    width = max((len(n) for n, _ in rows + space), default=0)
+    lines += [f"  {n:<{width}}  {what}" for n, what in rows]
+    lines += [f"  {n:<{width}}  {what}" for n, what in space]
+    if fixed:
+        lines.append(f"  fixed: {', '.join(fixed)}")
+    return lines

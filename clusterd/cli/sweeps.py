@@ -11,16 +11,20 @@ import json
 import sys
 from typing import Any
 
-from clusterd.cli.output import Column, TrialTable, print_json
+from clusterd.cli.output import Column, TrialTable, duration, print_json
 from clusterd.cli.rpc import call
 from clusterd.table import render
 
 
 def cmd_sweeps(args: argparse.Namespace) -> int:
-    sweeps = call("sweeps")
+    group = getattr(args, "group", None)
+    sweeps = call("sweeps", **({"group": group} if group else {}))
     if args.json:
         return print_json(sweeps)
     if not sweeps:
+        if group:
+            print(f"no sweep in group {group!r}")
+            return 0
         print("no sweeps yet; submit one with `clusterctl submit sweep.toml`")
         return 0
     rows = []
@@ -50,6 +54,11 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
         stuck = s.get("stuck")
         if stuck:
             print(f"note: {s['name']} cannot launch trials: {stuck['reason']} (retrying)")
+        if s.get("gpu_idle"):
+            print(
+                f"note: {s['name']} has {s['gpu_idle']} running trial(s) with idle GPUs "
+                f"(!gpu-idle in `clusterctl trials {s['name']}`)"
+            )
     return 0
 
 
@@ -134,8 +143,11 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     r = call("rm", sweep=args.sweep, trash=args.trash)
+    if "deleted" in r:  # it was in the trash: gone for good
+        print(f"deleted sweep {r['removed']} for good (and its files in {r['deleted']})")
+        return 0
     where = (
-        f"; output moved to {r['trashed_to']}"
+        f"; output moved to {r['trashed_to']} (`clusterctl restore {r['removed']}` brings it back)"
         if r.get("trashed_to")
         else f"; output kept in {r['output_dir']}"
     )
@@ -149,12 +161,26 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    rows = call("gpus", sweep=args.sweep)
+    """Trials ranked by GPU efficiency: the most wasted GPU-hours first (``--by util``:
+    the highest mean utilisation first). The header says the formula."""
+    order = getattr(args, "by", None) or "waste"
+    rows = call("gpus", sweep=args.sweep, order=order)
     if args.json:
         return print_json(rows)
     if not rows:
         print(f"no GPU samples for {args.sweep}")
         return 0
+    threshold = rows[0].get("idle_threshold", 5)
+    if order == "util":
+        print("ranked by mean GPU utilisation, highest first")
+    else:
+        print("ranked by wasted GPU-hours = GPU-hours x (1 - mean util), most wasteful first")
+    print(
+        f"used = GPU-hours x mean util (util x time); idle = time in minutes with every "
+        f"sample under {threshold:g} % util\n"
+    )
+    print(render(_GPU_HEADER, [_gpu_row(r) for r in rows], right=list(range(2, 12))))
+    return 0
     print(
         render(
             ["trial", "gpu", "samples", "util %", "mem max MiB", "total MiB"],
@@ -166,3 +192,15 @@ def cmd_gpus(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+_GPU_HEADER = ("trial", "state", "gpus", "util %", "peak %", "GPU-h", "used", "wasted", "idle",
+               "mem peak MiB", "own MiB", "energy Wh")  # fmt: skip
+
+
+def _gpu_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    """One trial's line of ``gpus``: util, GPU-hours used and wasted, idle, memory, energy."""
+    idle = duration(r["idle_seconds"])
+    return (r["trial"], r["state"], r["gpus"], r["util_mean"], r["util_peak"], r["gpu_hours"],
+            r["busy_gpu_hours"], r["wasted_gpu_hours"], idle, r["mem_peak_mib"],
+            r["own_mem_peak_mib"], r["energy_wh"])  # fmt: skip

@@ -77,6 +77,17 @@ def _driver_options(info: dict[str, Any], name: str, as_json: bool) -> int:
     return 0
 
 
+def gpu_idle_line(status: dict[str, Any], most: int = 10) -> str | None:
+    """``clusterd status``'s line for running trials whose GPUs sit idle ([gpu]
+    idle_warning): "gpu idle  2 trials with idle GPUs: x/3, y/7"."""
+    idle = status.get("gpu_idle") or []
+    if not idle:
+        return None
+    names = ", ".join(idle[:most]) + (f" and {len(idle) - most} more" if len(idle) > most else "")
+    what = "trial" if len(idle) == 1 else "trials"
+    return f"gpu idle  {len(idle)} {what} with idle GPUs: {names}"
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     info = call("cluster", driver=args.driver)
     if args.json:

@@ -38,7 +38,12 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def _note(t: dict[str, Any]) -> str:
-    return str(t.get("waiting_for") or (t["reason"] if t["state"] == "failed" else "") or "")
+    note = str(t.get("waiting_for") or (t["reason"] if t["state"] == "failed" else "") or "")
+    since = t.get("gpu_idle_since")
+    if since is not None:  # [gpu] idle_warning: its GPUs stayed idle
+        idle = f"!gpu-idle {duration(max(0.0, time.time() - since))}"
+        note = f"{idle} {note}".rstrip()
+    return note
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -46,6 +51,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         return print_json(t)
     print(f"trial {t['name']}  {t['state']}" + (f"  ({t['reason']})" if t["reason"] else ""))
+    if t.get("gpu_idle_since") is not None:
+        ago = duration(max(0.0, time.time() - t["gpu_idle_since"]))
+        print(f"gpu     !gpu-idle: its GPUs have been idle for {ago}")
     print(f"dir     {t['trial_dir']}")
     print(f"params  {params_text(t['params'])}")
     ran = [a["code"] for a in t["attempt_list"] if (a.get("code") or {}).get("git")]
@@ -89,6 +97,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 [(c["attempt"], c["step"], c["path"]) for c in t["checkpoints"][-5:]],
             )
         )
+    if t.get("gpu_list"):
+        _print_gpus(t)
     if t["errors"]:
         print("\nerrors")
         for e in t["errors"]:
@@ -105,6 +115,26 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     print(render(["time", "from", "to", "reason"], log_rows))
     return 0
+
+
+def _print_gpus(t: dict[str, Any]) -> None:
+    """``show``'s GPU block: the trial's totals, then one line per attempt and GPU."""
+    g = t["gpu"]
+    energy = "-" if g["energy_wh"] is None else f"{g['energy_wh']:.4g} Wh"
+    print(
+        f"\ngpus    util mean {fmt_value(g['util_mean'])} % (peak {fmt_value(g['util_peak'])} %)"
+        f", memory peak {fmt_value(g['mem_peak_mib'])} MiB"
+        f" (own {fmt_value(g['own_mem_peak_mib'])}), energy {energy},"
+        f" idle {duration(g['idle_seconds'])} (under {g['idle_threshold']:g} %)"
+    )
+    header = ["attempt", "gpu", "samples", "util %", "peak %", "mem peak MiB", "own MiB",
+              "power W", "energy Wh", "idle"]  # fmt: skip
+    rows = [
+        (x["attempt"], x["gpu"], x["samples"], x["util_mean"], x["util_peak"], x["mem_peak_mib"],
+         x["own_mem_peak_mib"], x["power_mean_w"], x["energy_wh"], duration(x["idle_seconds"]))
+        for x in t["gpu_list"]
+    ]  # fmt: skip
+    print(render(header, rows, right=list(range(10))))
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:

@@ -309,20 +309,42 @@ def _track(cur: AttemptCursor, event: MetricEvent, result: IngestResult) -> None
 
 
 def _gpu_rows(cur: AttemptCursor, event: GpuEvent, now: float) -> list[dict[str, Any]]:
+    """One ``gpu_samples`` row per GPU of the line (contract: docs/gpu.md). The integer
+    columns are 32-bit on PostgreSQL: a reading beyond that range is kept at its edge,
+    and an entry whose index does not fit is dropped, so that one odd line cannot fail
+    the transaction that ingests everyone's metrics."""
     rows = []
+    t = event.t if event.t is not None else now
     for gpu in event.gpus:
+        index = int(gpu.get("index", 0))
+        if index > _INT32_MAX:
+            continue
         rows.append(
             {
                 "trial_id": cur.trial_id,
                 "attempt": cur.number,
-                "gpu": int(gpu.get("index", 0)),
+                "gpu": index,
                 "util": gpu.get("util"),
                 "mem_used": gpu.get("mem_used"),
                 "mem_total": gpu.get("mem_total"),
-                "t": event.t if event.t is not None else now,
+                "power_w": gpu.get("power_w"),
+                "temp_c": _int32(gpu.get("temp_c")),
+                "own_procs": _int32(gpu.get("own_procs")),
+                "own_mem": _int32(gpu.get("own_mem")),
+                "t": t,
             }
         )
     return rows
+
+
+_INT32_MAX = (1 << 31) - 1
+
+
+def _int32(value: Any) -> int | None:
+    """A reading (a finite number or None: the parser checked) for an Integer column."""
+    if value is None:
+        return None
+    return round(min(max(float(value), -_INT32_MAX), _INT32_MAX))
 
 
 def _record_errors(

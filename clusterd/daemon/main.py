@@ -237,6 +237,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(line)
     for line in _resource_lines(status):
         print(line)
+    from clusterd.cli.system import gpu_idle_line  # light: table and rpc only
+
+    idle = gpu_idle_line(status)
+    if idle:
+        print(idle)
     return 0
 
 

@@ -26,6 +26,7 @@ class Ending:
     status: dict[str, Any] | None  # status.json, None if the runner never wrote it
     cancel_requested: bool = False
     stop_requested: bool = False
+    stop_reason: str | None = None  # the stop decision's rule and reason, for the trial's note
     checkpointed: bool = False  # a checkpoint event was recorded during this attempt
     scheduler_reason: str | None = None  # e.g. "PREEMPTED"
 
@@ -51,7 +52,8 @@ def decide(
     if ending.cancel_requested:
         return Verdict("cancelled", "cancelled", "cancelled by the user")
     if ending.stop_requested:
-        return Verdict("stopped", "stopped", "stopped early")
+        why = f" ({ending.stop_reason})" if ending.stop_reason else ""
+        return Verdict("stopped", "stopped", f"stopped early{why}")
     outside = _cancelled_outside(ending)
     if outside and (status is None or status.get("exit_code") != 0):
         return Verdict("cancelled", "cancelled", f"cancelled outside clusterd ({outside})")

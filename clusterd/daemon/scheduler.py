@@ -35,6 +35,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from clusterd.daemon import gpu_idle, gpu_retention
 from clusterd.daemon.attempt_times import ended_times, runner_started_at
 from clusterd.daemon.backoff import (
     CrashLoop,
@@ -226,6 +227,8 @@ class Scheduler:
             except Exception as exc:  # one driver's trouble (or one sweep's files) stays its own
                 self.driver_calls.failed(name, exc)
         self._ingest_live(sweeps)
+        gpu_idle.watch(self, live, sweeps)  # [gpu] idle_warning (daemon/gpu_idle.py)
+        gpu_retention.maybe_run(self.store)  # old GPU samples -> per-minute rows
         await self._enforce_ends(live, sweeps)
         await self._submit_pending(sweeps)
         self._finish_sweeps()
@@ -313,6 +316,7 @@ class Scheduler:
             status=result,
             cancel_requested=bool(attempt.cancel_requested),
             stop_requested=trial.stop_decision is not None,
+            stop_reason=_stop_reason(trial.stop_decision),
             checkpointed=self.store.has_checkpoint(conn, attempt.trial_id, attempt.number),
             scheduler_reason=status.scheduler_state or status.reason,
         )
@@ -747,3 +751,11 @@ class Scheduler:
             job_id=attempt.job_id,
             attempt_dir=self._attempt_dir(sweeps[attempt.sweep_id], attempt),
         )
+
+
+def _stop_reason(decision: dict[str, Any] | None) -> str | None:
+    """ "gpu-idle: GPU idle for 30m (util < 5 %)": which rule stopped the trial and why."""
+    if not decision:
+        return None
+    rule, reason = decision.get("rule"), decision.get("reason")
+    return ": ".join(str(x) for x in (rule, reason) if x) or None

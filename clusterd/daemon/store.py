@@ -237,10 +237,18 @@ class Store:
     def sweep_by_name(self, conn: Connection, name: str) -> Any:
         return conn.execute(select(S).where(S.c.name == name)).first()
 
-    def require_sweep(self, conn: Connection, name: str) -> Any:
+    def require_sweep(self, conn: Connection, name: str, *, trashed: bool = False) -> Any:
+        """The sweep named ``name``; one in the trash (``rm --trash``) only if ``trashed``:
+        everywhere else it is hidden, and the error says how to bring it back."""
         row = self.sweep_by_name(conn, name)
+        if row is not None and row.trashed_at is not None and not trashed:
+            raise NotFound(
+                f"sweep {name!r} is in the trash; `clusterctl restore {name}` brings it "
+                f"back, `clusterctl rm {name}` deletes it for good"
+            )
         if row is None:
-            known = conn.execute(select(S.c.name).order_by(S.c.name).limit(20)).scalars().all()
+            q = select(S.c.name).where(S.c.trashed_at.is_(None)).order_by(S.c.name).limit(20)
+            known = conn.execute(q).scalars().all()
             hint = f" (sweeps: {', '.join(known)})" if known else " (no sweeps yet)"
             raise NotFound(f"no sweep named {name!r}{hint}")
         return row
@@ -277,6 +285,7 @@ class Store:
                     metric_mode=metric.get("mode"),
                     repro=repro,
                     uid=uid,
+                    group=spec.get("group"),
                     created_at=now,
                     updated_at=now,
                 )
@@ -469,9 +478,9 @@ class Store:
         )
         self._changes.append({"type": "sweep", "name": sweep.name, "state": state})
 
-    def delete_sweep(self, name: str) -> Any:
+    def delete_sweep(self, name: str, *, trashed: bool = False) -> Any:
         with self.tx() as conn:
-            sweep = self.require_sweep(conn, name)
+            sweep = self.require_sweep(conn, name, trashed=trashed)
             live = conn.execute(
                 select(func.count())
                 .select_from(T)
@@ -854,23 +863,6 @@ class Store:
             conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all()
         )
         return {"sweeps": int(sweeps), "trials": int(sum(by_state.values())), **by_state}
-
-    def gpu_summary(self, conn: Connection, sweep_id: int) -> list[Any]:
-        q = (
-            select(
-                T.c.index,
-                G.c.gpu,
-                func.count().label("samples"),
-                func.avg(G.c.util).label("util_avg"),
-                func.max(G.c.mem_used).label("mem_max"),
-                func.max(G.c.mem_total).label("mem_total"),
-            )
-            .join(T, G.c.trial_id == T.c.id)
-            .where(T.c.sweep_id == sweep_id)
-            .group_by(T.c.index, G.c.gpu)
-            .order_by(T.c.index, G.c.gpu)
-        )
-        return list(conn.execute(q))
 
     def runtimes(self, conn: Connection, sweep_id: int) -> dict[int, float]:
         """Seconds each trial has run, over all its attempts (ended or still running)."""

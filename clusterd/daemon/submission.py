@@ -68,7 +68,13 @@ def check_new(store: Store, spec: SweepSpec, reuse: bool) -> outputs.Problem | N
     files aside: that problem is returned), nobody else can write it, and a ``[code]
     snapshot`` sweep file is inside a git repository. Writes nothing."""
     with store.read() as conn:
-        if store.sweep_by_name(conn, spec.name) is not None:
+        existing = store.sweep_by_name(conn, spec.name)
+        if existing is not None and existing.trashed_at is not None:
+            raise Conflict(
+                f"a sweep named {spec.name!r} is in the trash; `clusterctl restore "
+                f"{spec.name}` brings it back, `clusterctl rm {spec.name}` deletes it for good"
+            )
+        if existing is not None:
             raise Conflict(
                 f"a sweep named {spec.name!r} exists; use `clusterctl submit --extend` "
                 "to add new trials to it, or `clusterctl rm` it first"

@@ -114,7 +114,12 @@ class CodeConfig:
 @dataclass(frozen=True)
 class GpuConfig:
     interval: float = 10.0
+    #: ``idle_warning``: None = not set (the user's config file may set it), 0 = "off"
     idle_warning_seconds: float | None = None
+    #: ``idle_threshold``: a GPU under this utilisation (percent) is idle; None = not set
+    idle_threshold: float | None = None
+    #: ``idle_action``: "warn" (flag it) or "stop" (stop the trial); None = not set
+    idle_action: Literal["warn", "stop"] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class SweepSpec:
     env: EnvConfig = field(default_factory=EnvConfig)
     driver_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    group: str | None = None  # ``clusterctl sweeps --group``: a label, nothing else
 
     @property
     def output_path(self) -> Path:
@@ -207,6 +213,7 @@ class SweepSpec:
             env=_env_config(d.get("env") or {}),
             driver_options=d.get("driver_options") or {},
             limits=Limits(**(d.get("limits") or {})),
+            group=d.get("group"),
         )
 
 

@@ -92,7 +92,11 @@ TOP_KEYS = (
     "env",
     "drivers",
     "limits",
+    "group",
 )
+
+#: ``group = "..."``: a label ``clusterctl sweeps --group`` filters on
+GROUP_RE = re.compile(r"[A-Za-z0-9._/:-]{1,128}")
 
 
 # ---------------------------------------------------------------- entry points
@@ -196,6 +200,9 @@ def _build(data: dict[str, Any], src: str, base: Path) -> SweepSpec:
         env=_env(src, data.get("env", {})),
         driver_options=_drivers(src, data.get("drivers", {})),
         limits=_limits(src, data.get("limits", {})),
+        group=_str(src, "group", data["group"], 'a label like "ablations/2024"', GROUP_RE)
+        if "group" in data
+        else None,
     )
     _check_metric_needed(src, spec)
     return spec

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from clusterd.spec.model import (
     CodeConfig,
@@ -250,15 +250,39 @@ _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _gpu(src: str, value: Any) -> GpuConfig:
+GPU_KEYS = ("interval", "idle_warning", "idle_threshold", "idle_action")
+
+
+def _gpu(src: str, value: Any, keys: tuple[str, ...] = GPU_KEYS) -> GpuConfig:
+    """``[gpu]`` of a sweep file (or, with ``keys`` without ``interval``, of the user's
+    config file: ``clusterd.config``). Keys left out stay None: "not set"."""
     table = _table(src, "gpu", value, "interval = 10")
-    _check_keys(src, "gpu", table, ("interval", "idle_warning"))
+    _check_keys(src, "gpu", table, keys)
     interval = _number(src, "gpu.interval", table.get("interval", 10.0), 0, True)
     idle = table.get("idle_warning")
+    threshold = table.get("idle_threshold")
+    if threshold is not None:
+        threshold = float(_number(src, "gpu.idle_threshold", threshold, 0, True))
+        if threshold > 100:
+            _fail(src, "gpu.idle_threshold", f"expected a percentage <= 100, got {threshold:g}")
+    action = table.get("idle_action")
     return GpuConfig(
         interval=float(interval),
-        idle_warning_seconds=None if idle is None else _duration(src, "gpu.idle_warning", idle),
+        idle_warning_seconds=None if idle is None else _idle_warning(src, idle),
+        idle_threshold=threshold,
+        idle_action=None if action is None else _idle_action(src, action),
     )
+
+
+def _idle_warning(src: str, value: Any) -> float:
+    """A duration, or 0.0 for ``"off"`` / ``false`` (no warning, whatever the default)."""
+    if value is False or value == "off":
+        return 0.0
+    return _duration(src, "gpu.idle_warning", value)
+
+
+def _idle_action(src: str, value: Any) -> Literal["warn", "stop"]:
+    return "stop" if _enum(src, "gpu.idle_action", value, ("warn", "stop")) == "stop" else "warn"
 
 
 def _duration(src: str, path: str, value: Any) -> float:

@@ -95,6 +95,8 @@ class _Sweep:
             "updated_at": NOW - 60,
             "runtime_s": 0.0 if attempts == 0 else 60.0 * (5 + i % 50),
             "curve": curve,
+            # the daemon's idle-GPU watch flagged it ([gpu] idle_warning): lr-depth/23
+            "gpu_idle_since": NOW - 2400 if state == "running" and i % 8 == 7 else None,
         }
 
     def view(self) -> dict[str, Any]:
@@ -272,7 +274,7 @@ class FakeBackend:
 
     def _op_trials(self, sweep: str, state: str | None = None) -> list[dict[str, Any]]:
         return [
-            {k: t[k] for k in _TRIAL_KEYS}
+            {k: t[k] for k in _TRIAL_KEYS} | _idle(t)
             for t in self._sweep(sweep).trials
             if state is None or t["state"] == state
         ]
@@ -290,8 +292,7 @@ class FakeBackend:
         for t in self._sweep(sweep).trials:
             if t["attempts"]:
                 for gpu in (0, 1):
-                    util = 55 + (t["index"] * 13 + gpu * 7) % 45
-                    out.append({"trial": t["name"], "gpu": gpu, "util_avg": float(util)})
+                    out.append({"trial": t["name"], "gpu": gpu, "util_avg": _util(t, gpu)})
         return out
 
     def _op_show(self, trial: str) -> dict[str, Any]:
@@ -316,6 +317,8 @@ class FakeBackend:
             errors=[],
             transitions=_transitions(t),
             code={"git": "3f2c1e9", "git_dirty": False, "python": "3.11.9"},
+            gpu_list=[_gpu_figures(t, n, g) for n in range(1, t["attempts"] + 1) for g in (0, 1)],
+            **_idle(t),
         )
         return view
 
@@ -389,6 +392,31 @@ class FakeBackend:
 
     def _op_relaunch(self, sweep: str, which: str = "failed") -> dict[str, int]:
         return {"relaunched": sum(t["state"] == "failed" for t in self._sweep(sweep).trials)}
+
+
+def _util(t: dict[str, Any], gpu: int) -> float:
+    """A trial's mean utilisation of one GPU (2 % for a trial flagged idle)."""
+    return 2.0 if t["gpu_idle_since"] else float(55 + (t["index"] * 13 + gpu * 7) % 45)
+
+
+def _idle(t: dict[str, Any]) -> dict[str, Any]:
+    """``gpu_idle_since`` of a trial the daemon flagged idle (absent otherwise)."""
+    return {"gpu_idle_since": t["gpu_idle_since"]} if t["gpu_idle_since"] else {}
+
+
+def _gpu_figures(t: dict[str, Any], attempt: int, gpu: int) -> dict[str, Any]:
+    """One ``gpu_list`` entry of ``show``: the GPU's figures over one attempt."""
+    util = _util(t, gpu)
+    return {
+        "attempt": attempt,
+        "gpu": gpu,
+        "samples": 54,
+        "util_mean": util,
+        "util_peak": min(100.0, util + 38),
+        "mem_peak_mib": 53600 + gpu * 2000,
+        "mem_total_mib": 81920,
+        "energy_wh": round(0.5 * (80 + 2.6 * util), 1),
+    }
 
 
 def _attempt(n: int, t: dict[str, Any], base: str) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def test_cem_search_survives_a_daemon_kill_and_proposes_what_the_seed_dictates(
         ),
         (
             '[search]\nmethod = "cme"\nsamples = 4\n',
-            "search.method: expected one of cem, grid, optuna, random, tpe, got 'cme'",
+            "search.method: expected one of cem, grid, nevergrad, optuna, random, tpe, got 'cme'",
         ),
         (
             '[search]\nmethod = "cem"\nsamples = 4\n[search.options]\npopulation = 1\n',

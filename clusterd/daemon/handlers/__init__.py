@@ -7,7 +7,7 @@ subclasses for anything the user should read. Docstrings show the wire format.
 
 from __future__ import annotations
 
-from clusterd.daemon.handlers import metrics, submit, sweeps, system, trials
+from clusterd.daemon.handlers import metrics, results, submit, sweeps, system, trials
 from clusterd.daemon.handlers.context import Context
 from clusterd.daemon.handlers.stream import subscribe
 from clusterd.protocol import OPS
@@ -25,9 +25,12 @@ HANDLERS = {
     "cancel": sweeps.cancel,
     "relaunch": sweeps.relaunch,
     "rm": sweeps.rm,
+    "trash": sweeps.list_trash,
+    "restore": sweeps.restore,
     "export": sweeps.export,
     "best": sweeps.best,
     "gpus": sweeps.gpus,
+    "metric_table": results.metric_table,
     "trials": trials.list_trials,
     "show": trials.show,
     "logs": trials.logs,

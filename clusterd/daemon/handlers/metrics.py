@@ -11,8 +11,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, null, select
 
+from clusterd.daemon.gpustats import GM
 from clusterd.daemon.handlers.context import Context, arg_int, arg_opt_str, arg_str, split_trial
 from clusterd.daemon.handlers.views import sweep_spec
 from clusterd.daemon.store import BEST_STATES, G, M, T
@@ -106,9 +107,13 @@ def gpu_samples(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """The latest GPU samples of one attempt of a trial, per GPU, oldest first.
 
     ``{"op": "gpu_samples", "args": {"trial": "x/3", "attempt": 2, "limit": 120}}`` ->
-    ``{"trial": "x/3", "attempt": 2, "gpus": [{"gpu": 0, "t": [...], "util": [...],
-    "mem_used": [...], "mem_total": 81920}]}``. ``attempt`` defaults to the latest one
-    that has samples; ``limit`` (default 120, at most 2000) caps the samples per GPU.
+    ``{"trial": "x/3", "attempt": 2, "resolution": "raw", "gpus": [{"gpu": 0, "t": [...],
+    "util": [...], "mem_used": [...], "power_w": [...], "temp_c": [...], "own_mem": [...],
+    "mem_total": 81920}]}``. ``attempt`` defaults to the latest one that has samples;
+    ``limit`` (default 120, at most 2000) caps the samples per GPU. An attempt whose
+    samples were all rolled up (docs/gpu.md, "Storage and retention") answers with its
+    minutes instead: ``resolution`` "minute", ``t`` the minute's start, ``util`` its
+    mean, ``mem_used`` and ``own_mem`` its peaks, ``power_w`` its mean, ``temp_c`` null.
     """
     sweep_name, index = split_trial(arg_str(args, "trial"))
     limit = min(arg_int(args, "limit", 120, minimum=1), MAX_POINTS)
@@ -120,33 +125,71 @@ def gpu_samples(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             attempt = conn.execute(
                 select(G.c.attempt).where(G.c.trial_id == trial.id).order_by(G.c.id.desc())
             ).scalar()
+            if attempt is None:
+                attempt = conn.execute(
+                    select(func.max(GM.c.attempt)).where(GM.c.trial_id == trial.id)
+                ).scalar()
         else:
             attempt = arg_int(args, "attempt", 1, minimum=1)
-        rows = []
+        rows: list[Any] = []
+        resolution = "raw"
         if attempt is not None:
             q = (
-                select(G.c.gpu, G.c.util, G.c.mem_used, G.c.mem_total, G.c.t)
+                select(G.c.gpu, G.c.util, G.c.mem_used, G.c.mem_total, G.c.t, *_EXTRA)
                 .where(G.c.trial_id == trial.id, G.c.attempt == attempt)
                 .order_by(G.c.id.desc())
                 .limit(limit * 16)
             )
             rows = list(conn.execute(q))
-    return {"trial": f"{sweep_name}/{index}", "attempt": attempt, "gpus": _by_gpu(rows, limit)}
+            if not rows:
+                resolution = "minute"
+                rows = list(conn.execute(_minutes_query(trial.id, attempt, limit * 16)))
+    return {
+        "trial": f"{sweep_name}/{index}",
+        "attempt": attempt,
+        "resolution": resolution,
+        "gpus": _by_gpu(rows, limit),
+    }
+
+
+#: the readings beyond utilisation and memory, in ``gpu_samples`` replies
+_EXTRA = (G.c.power_w, G.c.temp_c, G.c.own_mem)
+_SERIES = ("t", "util", "mem_used", "power_w", "temp_c", "own_mem")
+
+
+def _minutes_query(trial_id: int, attempt: int, limit: int) -> Any:
+    """An attempt's rolled-up minutes in ``gpu_samples``' row shape, newest first."""
+    return (
+        select(
+            GM.c.gpu,
+            GM.c.util_mean,
+            GM.c.mem_max,
+            GM.c.mem_total,
+            (GM.c.minute * 60.0).label("t"),
+            GM.c.power_mean,
+            null().label("temp_c"),
+            GM.c.own_mem_max,
+        )
+        .where(GM.c.trial_id == trial_id, GM.c.attempt == attempt)
+        .order_by(GM.c.minute.desc(), GM.c.gpu)
+        .limit(limit)
+    )
 
 
 def _by_gpu(rows: list[Any], limit: int) -> list[dict[str, Any]]:
     """Newest-first rows -> one oldest-first series per GPU, each at most ``limit`` long."""
     series: dict[int, dict[str, Any]] = {}
-    for gpu, util, mem_used, mem_total, t in rows:
+    for gpu, util, mem_used, mem_total, t, power_w, temp_c, own_mem in rows:
         entry = series.setdefault(
-            gpu, {"gpu": gpu, "t": [], "util": [], "mem_used": [], "mem_total": mem_total}
+            gpu, {"gpu": gpu, **{k: [] for k in _SERIES}, "mem_total": mem_total}
         )
         if len(entry["t"]) < limit:
-            entry["t"].append(t)
-            entry["util"].append(util)
-            entry["mem_used"].append(mem_used)
+            for key, value in zip(
+                _SERIES, (t, util, mem_used, power_w, temp_c, own_mem), strict=True
+            ):
+                entry[key].append(value)
     for entry in series.values():
-        for key in ("t", "util", "mem_used"):
+        for key in _SERIES:
             entry[key].reverse()
     return [series[g] for g in sorted(series)]
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from clusterd.daemon import outputs
+from clusterd.daemon import gpu_idle, outputs, trash
 from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
@@ -19,7 +18,18 @@ from clusterd.daemon.handlers.views import metric_order, metric_values, sweep_sp
 from clusterd.daemon.store import BEST_STATES, hosts_over
 from clusterd.errors import Conflict, InvalidRequest
 
-__all__ = ["RELAUNCH_STATES", "best", "cancel", "export", "gpus", "list_sweeps", "relaunch", "rm"]
+__all__ = [
+    "RELAUNCH_STATES",
+    "best",
+    "cancel",
+    "export",
+    "gpus",
+    "list_sweeps",
+    "list_trash",
+    "relaunch",
+    "restore",
+    "rm",
+]
 
 #: ``relaunch``'s ``which`` -> the final states whose trials run again
 RELAUNCH_STATES: dict[str, tuple[str, ...]] = {
@@ -34,12 +44,19 @@ def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
 
     ``best`` is over the trials that count for "best" (``store.BEST_STATES``: completed
     ones), as ``best`` ranks them; ``relaunched_at`` and ``finished_since_relaunch`` give
-    the pace of a relaunched sweep's trials (its ETA)."""
+    the pace of a relaunched sweep's trials (its ETA). ``group`` (optional) keeps the
+    sweeps whose sweep.toml says ``group = ...``; sweeps in the trash are never listed."""
+    group = arg_opt_str(args, "group")
     with ctx.store.read() as conn:
         counts = ctx.store.sweep_counts(conn)
         bests = ctx.store.best_counted_values(conn)
         failures = ctx.store.host_failures(conn)
-        sweeps = ctx.store.list_sweeps(conn)
+        idle = gpu_idle.flagged_counts(conn)
+        sweeps = [  # the trash (``rm --trash``) is listed by ``trash``, not here
+            s
+            for s in ctx.store.list_sweeps(conn)
+            if s.trashed_at is None and (group is None or s.group == group)
+        ]
         marks = ctx.store.relaunch_marks(conn, [s.id for s in sweeps if s.state == "active"])
         views = []
         for s in sweeps:
@@ -50,6 +67,8 @@ def list_sweeps(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
             # it is tried again; every other sweep goes on meanwhile
             trouble = ctx.scheduler.troubles.get(s.name)
             view["stuck"] = None if trouble is None else trouble.view()
+            view["gpu_idle"] = idle.get(s.id, 0)  # running trials whose GPUs sit idle
+            view["group"] = s.group
             views.append(view)
         return views
 
@@ -87,20 +106,23 @@ def relaunch(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 def rm(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "rm", "args": {"sweep": "x", "trash": false}}`` -> ``{"removed": "x"}``
 
-    Removes the sweep from the database. Its output dir stays on disk unless ``trash``
-    is set, which moves what clusterd created for the sweep (its trial dirs, ``repro/``,
-    ``.clusterd/``) to ``$CLUSTERD_HOME/trash/<name>-<date>/`` and the emptied output
-    dir with it; anything else in the dir stays.
+    Without ``trash``: removes the sweep from the database; its output dir stays on disk.
+    With ``trash``: the sweep is hidden, not removed (``daemon/trash.py``): its rows stay
+    (``trash`` lists it, ``restore`` brings it back) and what clusterd created for it
+    (its trial dirs, ``repro/``, ``.clusterd/``) moves to
+    ``$CLUSTERD_HOME/trash/<name>-<date>/`` (``trashed_to``); anything else in the dir
+    stays (``kept``). A sweep already in the trash is deleted for good, rows and files.
 
-    Order with ``trash``: check first (no live trial; the dir's marker names this sweep;
-    the dir is not a project root, does not hold the sweep file or CLUSTERD_HOME), then
-    move, then delete the row. A failed move puts back what it moved and keeps the row;
-    a failed delete (a trial went live meanwhile, the database is unreachable) moves the
-    files back: the sweep is in the database exactly when its files are in place. A
-    daemon killed between the move and the delete leaves the row and the files in the
-    trash; `clusterctl rm NAME` then removes the row.
+    Order with ``trash``: check first (no trial pending, queued or running; the dir's
+    marker names this sweep; the dir is not a project root, does not hold the sweep
+    file or CLUSTERD_HOME), then mark the row (hidden: nothing launches it any more),
+    then move. A failed move puts back what it moved and unmarks the row.
     """
     name = arg_str(args, "sweep")
+    with ctx.store.read() as conn:
+        sweep = ctx.store.require_sweep(conn, name, trashed=True)
+    if sweep.trashed_at is not None:  # already in the trash: delete it for good
+        return trash.delete(ctx.store, name, str(ctx.home))
     if not arg_bool(args, "trash"):
         sweep = ctx.store.delete_sweep(name)
         return {"removed": name, "output_dir": sweep.output_dir}
@@ -114,35 +136,57 @@ def rm(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             f"run `clusterctl cancel {name}` first"
         )
     result: dict[str, Any] = {"removed": name, "output_dir": sweep.output_dir}
-    if not os.path.isdir(sweep.output_dir):
-        ctx.store.delete_sweep(name)
-        return result
-    problem = outputs.trash_problem(
-        sweep.output_dir, name, sweep.uid, ctx.store.database_id(), sweep.source, str(ctx.home)
-    )
-    if problem:
-        raise Conflict(problem)
-    trash = ctx.home / "trash"
-    trash.mkdir(mode=0o700, exist_ok=True)
-    dest = outputs.fresh_dir(str(trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    names = [*outputs.OWN_ENTRIES, *(str(i) for i in indices)]
+    if os.path.isdir(sweep.output_dir):
+        problem = outputs.trash_problem(
+            sweep.output_dir, name, sweep.uid, ctx.store.database_id(), sweep.source, str(ctx.home)
+        )
+        if problem:
+            raise Conflict(problem)
+    dest = trash.trash_dir_for(str(ctx.home), name)
     try:
-        moved = outputs.move_to_trash(sweep.output_dir, names, dest)
+        trash.mark(ctx.store, name, dest)  # hidden from here on: nothing launches it
     except BaseException:
-        outputs.remove_if_empty(dest)
-        raise
-    try:
-        ctx.store.delete_sweep(name)
-    except BaseException:
-        outputs.move_back(moved)
         outputs.remove_if_empty(dest)
         raise
     result["trashed_to"] = dest
+    if not os.path.isdir(sweep.output_dir):
+        return result
+    names = [*outputs.OWN_ENTRIES, *(str(i) for i in indices)]
+    try:
+        outputs.move_to_trash(sweep.output_dir, names, dest)
+    except BaseException:
+        trash.unmark(ctx.store, name)
+        outputs.remove_if_empty(dest)
+        raise
     try:
         os.rmdir(sweep.output_dir)
     except OSError:
         result["kept"] = sorted(os.listdir(sweep.output_dir))[:20]
     return result
+
+
+def list_trash(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"op": "trash", "args": {"empty": false, "older_than": null}}`` -> the trashed
+    sweeps, oldest first: ``[{"name", "trashed_at", "path", "output_dir", "group",
+    "trials", "bytes"}]``; with ``empty`` they are deleted for good (those trashed more
+    than ``older_than`` seconds ago) and the reply lists what was deleted."""
+    older = args.get("older_than")
+    if older is not None and (
+        isinstance(older, bool) or not isinstance(older, int | float) or older < 0
+    ):
+        raise InvalidRequest("argument 'older_than' must be a number of seconds >= 0")
+    if not arg_bool(args, "empty"):
+        return trash.listing(ctx.store)
+    before = {e["name"]: e for e in trash.listing(ctx.store)}
+    gone = trash.empty(ctx.store, str(ctx.home), None if older is None else float(older))
+    return [before[n] for n in gone]
+
+
+def restore(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """``{"op": "restore", "args": {"sweep": "x"}}`` -> ``{"restored", "output_dir",
+    "entries"}``: moves a trashed sweep's files back and shows it again; refused, with
+    nothing changed, when its output dir was taken meanwhile."""
+    return trash.restore(ctx.store, arg_str(args, "sweep"))
 
 
 def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +196,9 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     One row per trial: state, counts, ``last_step``, for every metric the sweep's trials
     reported ``<metric>_last`` and ``<metric>_best`` (best by the metric's own direction,
     ``metrics`` says which; the ``[metric]`` first), ``best_step`` (of the ``[metric]``),
-    ``stopped_at_step``, runtime, the code it ran, then every parameter as a column: the
-    swept ones (they vary across the trials) first. A parameter named like another
+    ``stopped_at_step``, runtime, the code it ran, when the sweep has GPU samples
+    ``gpu_util_mean``, ``gpu_mem_peak_mib``, ``gpu_energy_wh``, then every parameter as
+    a column: the swept ones (they vary across the trials) first. A parameter named like another
     column is ``param.<name>``. All metric values come from one query for the sweep.
     """
     name = arg_str(args, "sweep")
@@ -163,6 +208,7 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         runtimes = ctx.store.runtimes(conn, sweep.id)
         code = ctx.store.last_attempt_code(conn, sweep.id)
         summaries = ctx.store.metric_summaries(conn, sweep.id)
+        gpu = _gpu_columns(conn, sweep, ctx.gpu_idle_threshold())
     spec = sweep_spec(sweep)
     names = metric_order(
         spec, {n for s in summaries.values() for n in s} | {sweep.metric_name} - {None}
@@ -170,7 +216,8 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     metric_cols = [f"{m}_{k}" for m in names for k in ("last", "best")]
     head = ["trial", "index", "state", "attempts", "failures", "resumes", "last_step"]
     tail = ["best_step", "stopped_at_step", "runtime_s", "git", "git_dirty", "reason"]
-    fixed = head + metric_cols + tail
+    gpu_cols = list(GPU_EXPORT_COLUMNS) if gpu else []  # only when the sweep has samples
+    fixed = head + metric_cols + tail + gpu_cols
     param_names, swept = _param_columns([t.params for t in trials])
     taken = set(fixed)
     pcols = {p: p if p not in taken else f"param.{p}" for p in param_names}
@@ -208,6 +255,8 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             git_dirty=dirty,
             reason=t.reason,
         )
+        for c in gpu_cols:
+            row[c] = (gpu.get(t.id) or {}).get(c)
         for p in param_names:
             row[pcols[p]] = t.params.get(p)
         rows.append(row)
@@ -323,20 +372,57 @@ def _names(entries: list[Any]) -> set[str]:
 
 
 def gpus(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{"op": "gpus", "args": {"sweep": "x"}}`` -> per trial and GPU: samples, mean
-    utilisation, peak memory."""
+    """``{"op": "gpus", "args": {"sweep": "x", "order": "waste"}}`` -> one entry per trial
+    with GPU samples, ranked: ``waste`` (default) puts the most wasted GPU-hours first
+    (``gpu_hours x (1 - util_mean / 100)``, then idle time), ``util`` the highest mean
+    utilisation first. Each entry: ``trial``, ``state``, ``gpus``, ``samples``,
+    ``util_mean``/``util_peak`` (%), ``mem_peak_mib``, ``own_mem_peak_mib``,
+    ``power_mean_w``, ``energy_wh``, ``gpu_hours``, ``busy_gpu_hours`` (util x time),
+    ``wasted_gpu_hours``, ``idle_seconds`` (GPU-seconds of minutes wholly under the
+    sweep's idle threshold), ``per_gpu``; ``util_avg``/``mem_max``/``mem_total`` as
+    before. Raw samples and per-minute rollups are read together (``gpustats``)."""
+    from clusterd.daemon import gpustats
+
     name = arg_str(args, "sweep")
+    order = arg_opt_str(args, "order") or "waste"
+    if order not in gpustats.ORDERS:
+        raise InvalidRequest(
+            f"argument 'order' must be one of {', '.join(gpustats.ORDERS)}, got {order!r}"
+        )
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
-        rows = ctx.store.gpu_summary(conn, sweep.id)
-    return [
-        {
-            "trial": f"{name}/{r.index}",
-            "gpu": r.gpu,
-            "samples": r.samples,
-            "util_avg": r.util_avg,
-            "mem_max": r.mem_max,
-            "mem_total": r.mem_total,
+        threshold = gpustats.idle_threshold(sweep.spec, ctx.gpu_idle_threshold())
+        rows = gpustats.ranking(conn, sweep.id, threshold, order)
+    for row in rows:
+        row["trial"] = f"{name}/{row['index']}"
+        row["idle_threshold"] = threshold
+    return rows
+
+
+#: the GPU columns of ``export`` (and so of ``clusterd.client.results()``), per trial over
+#: all its attempts and GPUs: mean utilisation (%), peak memory (MiB), energy (Wh)
+GPU_EXPORT_COLUMNS = ("gpu_util_mean", "gpu_mem_peak_mib", "gpu_energy_wh")
+
+
+def _gpu_columns(
+    conn: Any, sweep: Any, default_threshold: float | None
+) -> dict[int, dict[str, Any]]:
+    """``{trial id: {column: value}}`` of the trials with GPU samples (one query)."""
+    from sqlalchemy import select
+
+    from clusterd.daemon import gpustats
+    from clusterd.daemon.store import T
+
+    ids = select(T.c.id).where(T.c.sweep_id == sweep.id)
+    figures = gpustats.trial_gpu_figures(
+        conn, ids, gpustats.idle_threshold(sweep.spec, default_threshold)
+    )
+    out = {}
+    for trial_id, f in figures.items():
+        util, energy = f["gpu_util_mean"], f["gpu_energy_wh"]
+        out[trial_id] = {
+            "gpu_util_mean": None if util is None else round(util, 2),
+            "gpu_mem_peak_mib": f["gpu_mem_peak_mib"],
+            "gpu_energy_wh": None if energy is None else round(energy, 4),
         }
-        for r in rows
-    ]
+    return out

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from clusterd import __version__
+from clusterd.daemon import gpu_idle
 from clusterd.daemon.handlers.context import Context, arg_bool, arg_opt_str
 from clusterd.drivers.base import Driver
 from clusterd.drivers.options import option_rows
@@ -28,6 +29,7 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "status"}`` -> pid, uptime, db url, counts, driver health."""
     with ctx.store.read() as conn:
         counts = ctx.store.counts(conn)
+        idle = gpu_idle.flagged_trials(conn)
     health = {
         name: {
             "last_poll_at": h.last_poll_at,
@@ -46,6 +48,8 @@ def status(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "db_url": _mask(ctx.db_url),
         "home": str(ctx.home),
         "counts": counts,
+        # running trials whose GPUs sit idle ([gpu] idle_warning): "sweep/index"
+        "gpu_idle": [f"{name}/{index}" for name, index, _ in idle],
         "drivers": health,
         # plugins skipped at start (a failed import, an API mismatch, a raising hook)
         "plugin_problems": [p.view() for p in getattr(ctx.extra.get("plugins"), "problems", [])],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clusterd.daemon import environment
+from clusterd.daemon import environment, gpu_idle
 from clusterd.daemon.handlers.context import (
     Context,
     arg_bool,
@@ -49,12 +49,17 @@ def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
         sweep = ctx.store.require_sweep(conn, name)
         rows = ctx.store.trial_columns(conn, sweep.id, TRIAL_COLUMNS, state)
         pending_reasons = _queue_reasons(ctx, conn, sweep.id)
+        idle = {i: since for _, i, since in gpu_idle.flagged_trials(conn, sweep.id)}
         summaries = ctx.store.metric_summaries(conn, sweep.id, state) if with_metrics else {}
+        gpu_util = _gpu_util(conn, sweep.id)
     views = trial_views(sweep.name, rows)
     spec = sweep_spec(sweep) if with_metrics else None
     for view in views:
+        view["gpu_util"] = gpu_util.get(view["index"])  # mean GPU utilisation (%), or None
         if view["state"] in ("queued", "running") and view["index"] in pending_reasons:
             view["waiting_for"] = pending_reasons[view["index"]]
+        if view["index"] in idle:  # its GPUs idle since then ([gpu] idle_warning)
+            view["gpu_idle_since"] = idle[view["index"]]
         if spec is not None:
             view["metrics"] = metric_values(
                 spec,
@@ -64,6 +69,43 @@ def list_trials(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
                 view["best_step"],
             )
     return views
+
+
+def _gpu_util(conn: Any, sweep_id: int, trial_id: int | None = None) -> dict[int, float]:
+    """``{trial index: mean GPU utilisation}`` over raw samples and rollups (two grouped
+    queries for the sweep, or for one of its trials: ``gpustats.trial_util_means``)."""
+    from sqlalchemy import select
+
+    from clusterd.daemon.gpustats import trial_util_means
+    from clusterd.daemon.store import T
+
+    ids = select(T.c.id).where(T.c.sweep_id == sweep_id)
+    means = trial_util_means(conn, ids if trial_id is None else ids.where(T.c.id == trial_id))
+    if not means:  # no samples (a CPU sweep): no second query
+        return {}
+    index = dict(conn.execute(select(T.c.id, T.c.index).where(T.c.sweep_id == sweep_id)).all())
+    return {index[i]: round(v, 2) for i, v in means.items() if i in index}
+
+
+def _gpu_show(
+    conn: Any, sweep: Any, trial_id: int, default_threshold: float | None
+) -> dict[str, Any]:
+    """``show``'s GPU part: ``gpu`` (the trial over every attempt and GPU, or None) and
+    ``gpu_list`` (per attempt and GPU), from ``gpustats`` (raw samples and rollups)."""
+    from clusterd.daemon import gpustats
+
+    threshold = gpustats.idle_threshold(sweep.spec, default_threshold)
+    per = gpustats.attempt_gpu_figures(conn, [trial_id], threshold).get(trial_id, {})
+    total = gpustats.GpuFigures()
+    for f in per.values():
+        total.add(f)
+    return {
+        "gpu": {**total.view(), "gpus": len(per), "idle_threshold": threshold} if per else None,
+        "gpu_list": [
+            {"attempt": attempt, "gpu": gpu, **per[(attempt, gpu)].view()}
+            for attempt, gpu in sorted(per)
+        ],
+    }
 
 
 def _queue_reasons(ctx: Context, conn: Any, sweep_id: int) -> dict[int, str]:
@@ -76,7 +118,8 @@ def _queue_reasons(ctx: Context, conn: Any, sweep_id: int) -> dict[int, str]:
 
 def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """``{"op": "show", "args": {"trial": "x/3"}}`` -> params, attempts, checkpoints,
-    metrics, errors and the transition log of one trial.
+    metrics, errors and the transition log of one trial; ``gpu`` and ``gpu_list`` its GPU
+    use (``_gpu_show``: mean/peak utilisation, peak and own peak memory, energy).
 
     ``metrics`` is what ``trials`` gives: ``{name: {"last", "step", "best", "mode"}}`` for
     every metric the trial reported (``step``: the last value's; ``best`` by the metric's
@@ -88,6 +131,9 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         view = trial_view(sweep, trial)
         view["trial_dir"] = layout.trial_dir(sweep.output_dir, index)
         view["metric"] = sweep.metric_name
+        idle = gpu_idle.flagged_trials(conn, sweep.id, index)
+        if idle:  # as in ``trials``: its GPUs idle since then ([gpu] idle_warning)
+            view["gpu_idle_since"] = idle[0][2]
         view["mode"] = sweep.metric_mode
         view["attempt_list"] = [
             attempt_view(sweep, index, a) for a in ctx.store.attempts(conn, trial.id)
@@ -96,6 +142,8 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             {"attempt": c.attempt, "step": c.step, "path": c.path, "t": c._mapping["t"]}
             for c in ctx.store.checkpoints(conn, trial.id)
         ]
+        view["gpu_util"] = _gpu_util(conn, sweep.id, trial.id).get(index)  # as ``trials``
+        view.update(_gpu_show(conn, sweep, trial.id, ctx.gpu_idle_threshold()))
         summary = ctx.store.metric_summaries(conn, sweep.id, index=index).get(index, {})
         view["metrics"] = metric_values(
             sweep_spec(sweep), summary, trial.last_value, trial.best_value, trial.best_step

@@ -51,7 +51,8 @@ class TrialsScreen(ActionsMixin):
         "parameters (all words must match, e.g. 'lr=0.01 adam'), s and S sort. "
         "x stops the highlighted trial early (it ends 'stopped', as if a rule stopped it); "
         "c cancels it. v marks trials (+): the plot of the trial you open draws the marked "
-        "ones over it."
+        "ones over it. u sorts by mean GPU utilisation, lowest first (again: highest "
+        "first); a ! before it: the trial's GPUs have sat idle for its [gpu] idle_warning."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -60,6 +61,7 @@ class TrialsScreen(ActionsMixin):
         Binding("slash", "search", "Search", key_display="/"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse sort", show=False),
+        Binding("u", "sort_gpu", "Sort by GPU use", show=False),
         Binding("x", "stop_trial", "Stop early"),
         Binding("c", "cancel_trial", "Cancel"),
         Binding("C", "cancel_sweep", "Cancel sweep", show=False),
@@ -151,6 +153,7 @@ class TrialsScreen(ActionsMixin):
     def on_trials_loaded(self, message: TrialsLoaded) -> None:
         keep = self.table.current.index if self.table.current else None
         self.trials.load(message.trials)
+        self._gpu_from_rows(message.trials)
         self.summary = message.summary or {}
         self.trials.mode = self.summary.get("mode")
         self.table.empty_text = "no trials match" if self.trials.rows else "no trials"
@@ -161,6 +164,30 @@ class TrialsScreen(ActionsMixin):
         self.loaded = True
         self._gpu_at = time.monotonic()
         self._fetch_extras(runtimes=True)
+
+    def _gpu_from_rows(self, views: list[dict[str, Any]]) -> None:
+        """The GPU column and idle flags a ``trials`` reply carries (``gpu_util``: mean
+        utilisation; ``gpu_idle_since``: flagged by the daemon's idle-GPU watch)."""
+        for view in views:
+            util = view.get("gpu_util")
+            row = self.trials.rows.get(view["index"])
+            if util is not None and row is not None:
+                row.gpu_util = util
+        self.table.set_gpu_idle({v["index"] for v in views if v.get("gpu_idle_since") is not None})
+
+    def _gpu_idle_events(self, events: list[dict[str, Any]]) -> set[int]:
+        """Fold the daemon's ``gpu_idle`` events (flag set or cleared) into the table."""
+        idle, changed = set(self.table.gpu_idle), set()
+        for event in events:
+            if event.get("type") == "gpu_idle" and isinstance(event.get("index"), int):
+                if event.get("idle"):
+                    idle.add(event["index"])
+                else:
+                    idle.discard(event["index"])
+                changed.add(event["index"])
+        if changed:
+            self.table.set_gpu_idle(idle)
+        return changed
 
     def _painted(self) -> None:
         self.first_paint_at = time.perf_counter()
@@ -179,6 +206,8 @@ class TrialsScreen(ActionsMixin):
             if event.get("type") == "sweep" and event.get("name") == self.sweep:
                 self.summary["state"] = event.get("state")
         changed, resort, unknown = self.trials.apply(events)
+        if self._gpu_idle_events(events):
+            self._show_viewbar()
         if unknown and self._reload is None:
             self._reload = self.set_timer(RELOAD_DEBOUNCE, self.load)
         # an attempt's last metrics come as a ``progress`` event ahead of its ``trial``
@@ -245,6 +274,8 @@ class TrialsScreen(ActionsMixin):
         parts.append(f"row {cursor} of {len(t.view)}")
         if self.table.marked:  # v: plotted together when a trial is opened
             parts.append(f"{len(self.table.marked)} marked")
+        if self.table.gpu_idle:  # the daemon's [gpu] idle_warning fired for these
+            parts.append(f"!{len(self.table.gpu_idle)} with idle GPUs")
         metric = self.summary.get("metric")
         if metric:
             value, index = self._best
@@ -278,6 +309,10 @@ class TrialsScreen(ActionsMixin):
     def action_sort(self) -> None:
         keys = list(SORT_KEYS)
         self._sort_by(keys[(keys.index(self.trials.sort_key) + 1) % len(keys)], toggle=False)
+
+    def action_sort_gpu(self) -> None:
+        """Sort by mean GPU utilisation, lowest (the idle ones) first; again: reverse."""
+        self._sort_by("gpu", toggle=True)
 
     def action_reverse(self) -> None:
         self.trials.descending = not self.trials.descending

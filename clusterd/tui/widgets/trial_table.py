@@ -5,7 +5,8 @@ ten times a second. ``DataTable`` keeps a cell object per value and re-measures
 columns on updates; here a row is one ``TrialRow`` and a line is rendered on
 demand from it (Textual's Line API), cached by the row's ``version``. Trials
 marked with ``v`` (``marked``) show a ``+`` before their index: the detail screen
-plots them together. Scrolling
+plots them together; trials whose GPUs sit idle (``gpu_idle``, the daemon's
+``[gpu] idle_warning``) show a ``!`` before their GPU utilisation. Scrolling
 costs the ~20 visible lines, an event costs a version bump, and nothing is done
 for rows off screen. Column widths are fixed; ``params`` takes what is left.
 """
@@ -87,6 +88,7 @@ class TrialTable(ScrollView, can_focus=True):
         "trial-table--header",
         "trial-table--cursor",
         "trial-table--empty",
+        "trial-table--gpu-idle",
     }
 
     DEFAULT_CSS = """
@@ -110,6 +112,10 @@ class TrialTable(ScrollView, can_focus=True):
     TrialTable > .trial-table--empty {
         color: $text-muted;
         text-style: italic;
+    }
+    TrialTable > .trial-table--gpu-idle {
+        color: $text-warning;
+        text-style: bold;
     }
     """
 
@@ -160,6 +166,8 @@ class TrialTable(ScrollView, can_focus=True):
         self.on_cursor: Callable[[TrialRow], None] | None = None
         #: trials marked (``v``) to plot together: their index shows a ``+``
         self.marked: set[int] = set()
+        #: trials whose GPUs the daemon flagged idle: their GPU column shows a ``!``
+        self.gpu_idle: set[int] = set()
 
     # -- data ------------------------------------------------------------------
 
@@ -182,6 +190,16 @@ class TrialTable(ScrollView, can_focus=True):
             row.version += 1  # its cached line shows the mark now
             self.refresh()
         return row
+
+    def set_gpu_idle(self, indices: set[int]) -> None:
+        """Flag these trials' GPUs idle (and no others); repaint the rows that changed."""
+        changed = indices ^ self.gpu_idle
+        self.gpu_idle = set(indices)
+        for row in self.rows:
+            if row.index in changed:
+                row.version += 1
+        if changed:
+            self.refresh()
 
     def rows_changed(self, indices: set[int]) -> None:
         """Some rows' fields changed in place; repaint if any of them is on screen."""
@@ -318,9 +336,12 @@ class TrialTable(ScrollView, can_focus=True):
         segments = []
         for n, (col, w) in enumerate(self._widths()):
             cell = _cell(row, col.key, now)
+            style = base + state_style if col.key in ("state", "index") else base
             if col.key == "index" and row.index in self.marked:
                 cell = "+" + cell
+            elif col.key == "gpu" and row.index in self.gpu_idle:
+                cell = "!" + cell.lstrip("-")
+                style = base + self.get_component_rich_style("trial-table--gpu-idle")
             text = _fit(cell, w, col.right)
-            style = base + state_style if col.key in ("state", "index") else base
             segments.append(Segment(text if n == 0 else " " + text, style))
         return Strip(segments).adjust_cell_length(width, base)
