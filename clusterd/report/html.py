@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from clusterd.cli.output import duration
 from clusterd.errors import InvalidRequest
 from clusterd.report import importance as imp_mod
 from clusterd.report.data import ReportData, gpu_figures, is_number, rank, scored
@@ -99,19 +100,6 @@ def _img(uri: str | None, alt: str, empty: str) -> str:
     if uri is None:
         return f"<p class='note'>{esc(empty)}</p>"
     return f"<img src='{uri}' alt='{esc(alt)}'>"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
 
 
 def _when(t: Any) -> str:
@@ -199,8 +187,8 @@ def _summary(data: ReportData, gpu: dict[str, Any] | None) -> str:
         ("trials", f"{len(data.rows)}: {states}"),
         ("submitted", _when(s.get("created_at"))),
         ("last change", _when(s.get("updated_at"))),
-        ("wall time", _duration(wall)),
-        ("trial runtime, summed", _duration(sum(runtimes)) if runtimes else None),
+        ("wall time", duration(wall)),
+        ("trial runtime, summed", duration(sum(runtimes)) if runtimes else None),
         ("GPU-hours", f"{gpu['gpu_hours']:.3g}" if gpu else "no GPU samples"),
         ("output dir", s.get("output_dir")),
     ]

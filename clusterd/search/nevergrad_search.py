@@ -38,7 +38,8 @@ import zlib
 from typing import Any
 
 from clusterd.search.base import Result, Searcher
-from clusterd.spec.model import Distribution, SweepSpec
+from clusterd.search.space import in_range, same_value
+from clusterd.spec.model import SweepSpec
 
 __all__ = ["NevergradSearcher"]
 
@@ -132,11 +133,11 @@ class NevergradSearcher(Searcher):
                 return None
             v = params[name]
             if dist.kind == "choice":
-                index = next((i for i, a in enumerate(dist.args) if _same(a, v)), None)
+                index = next((i for i, a in enumerate(dist.args) if same_value(a, v)), None)
                 if index is None:
                     return None
                 value[name] = index
-            elif not _in_range(dist, v):
+            elif not in_range(dist, v):
                 return None
             else:
                 value[name] = v
@@ -214,16 +215,3 @@ class NevergradSearcher(Searcher):
 
 def _seed(seed: int, index: int) -> int:
     return zlib.crc32(f"clusterd-nevergrad/{seed}/{index}".encode())
-
-
-def _same(a: Any, b: Any) -> bool:
-    return bool(a == b) and type(a) is type(b)
-
-
-def _in_range(dist: Distribution, value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if dist.kind == "randint" and not isinstance(value, int):
-        return False
-    lo, hi = dist.args
-    return bool(lo <= value <= hi)

@@ -31,6 +31,7 @@ import importlib.util
 from typing import Any
 
 from clusterd.search.base import Result, Searcher
+from clusterd.search.space import same_value
 from clusterd.spec.model import Distribution, SweepSpec
 
 __all__ = ["OptunaSearcher", "TpeSearcher"]
@@ -127,7 +128,7 @@ class OptunaSearcher(Searcher):
         for key, (dist, value) in self.space.dims_of(params).items():
             dists[key] = _distribution(self._optuna, dist)
             if dist.kind == "choice":
-                value = next(i for i, v in enumerate(dist.args) if _same(v, value))
+                value = next(i for i, v in enumerate(dist.args) if same_value(v, value))
             internal[key] = value
         return {"params": internal, "distributions": dists}
 
@@ -152,10 +153,6 @@ def _suggest(trial: Any, key: str, dist: Distribution) -> Any:
     if dist.kind == "randint":
         return trial.suggest_int(key, lo, hi)
     return trial.suggest_float(key, lo, hi, log=dist.kind == "loguniform")
-
-
-def _same(a: Any, b: Any) -> bool:
-    return bool(a == b) and type(a) is type(b)
 
 
 def _distribution(optuna: Any, dist: Distribution) -> Any:

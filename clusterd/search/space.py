@@ -20,7 +20,7 @@ from typing import Any
 
 from clusterd.spec.model import Distribution, SweepSpec
 
-__all__ = ["Space"]
+__all__ = ["Space", "in_range", "same_value"]
 
 #: ``choose(key, dist)`` -> a value of ``dist`` (one of its ``args`` for a choice)
 Chooser = Callable[[str, Distribution], Any]
@@ -95,9 +95,9 @@ class Space:
                 raise _Absent
             value = params[name]
             if dist.kind == "choice":
-                if not any(_same(value, v) for v in dist.args):
+                if not any(same_value(value, v) for v in dist.args):
                     raise _Absent
-            elif not _in_range(dist, value):
+            elif not in_range(dist, value):
                 raise _Absent
             out[key] = (dist, value)
             return value
@@ -136,11 +136,13 @@ def _walk_level(
                 raise
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same type: a choice of 1 is not the choice 1.0 or True."""
     return bool(a == b) and type(a) is type(b)
 
 
-def _in_range(dist: Distribution, value: Any) -> bool:
+def in_range(dist: Distribution, value: Any) -> bool:
+    """A number inside a numeric distribution's bounds (an int for ``randint``)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if dist.kind == "randint" and not isinstance(value, int):

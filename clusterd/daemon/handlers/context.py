@@ -26,12 +26,14 @@ class Context:
     request_shutdown: Callable[[], None]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def gpu_idle_threshold(self) -> float | None:
-        """The user config file's ``[gpu] idle_threshold`` (None: not set), which the
-        GPU views use where a sweep sets none, as the idle watch does."""
-        drivers = getattr(self.scheduler, "drivers", None)  # None: a Context without one
-        defaults = drivers.config.gpu if drivers is not None else None
-        return None if defaults is None else defaults.idle_threshold
+
+def gpu_idle_threshold(ctx: Any) -> float | None:
+    """The user config file's ``[gpu] idle_threshold`` (None: not set), which the GPU
+    views use where a sweep sets none, as the idle watch does. ``ctx`` may lack a
+    scheduler: the read-only reader (``daemon/readonly.py``) serves the same views."""
+    drivers = getattr(getattr(ctx, "scheduler", None), "drivers", None)
+    defaults = drivers.config.gpu if drivers is not None else None
+    return None if defaults is None else defaults.idle_threshold
 
 
 def arg_str(args: dict[str, Any], key: str, default: str | None = None) -> str:

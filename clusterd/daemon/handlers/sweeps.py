@@ -12,6 +12,7 @@ from clusterd.daemon.handlers.context import (
     arg_int,
     arg_opt_str,
     arg_str,
+    gpu_idle_threshold,
     split_trial,
 )
 from clusterd.daemon.handlers.views import metric_order, metric_values, sweep_spec, sweep_view
@@ -208,7 +209,7 @@ def export(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         runtimes = ctx.store.runtimes(conn, sweep.id)
         code = ctx.store.last_attempt_code(conn, sweep.id)
         summaries = ctx.store.metric_summaries(conn, sweep.id)
-        gpu = _gpu_columns(conn, sweep, ctx.gpu_idle_threshold())
+        gpu = _gpu_columns(conn, sweep, gpu_idle_threshold(ctx))
     spec = sweep_spec(sweep)
     names = metric_order(
         spec, {n for s in summaries.values() for n in s} | {sweep.metric_name} - {None}
@@ -391,7 +392,7 @@ def gpus(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
         )
     with ctx.store.read() as conn:
         sweep = ctx.store.require_sweep(conn, name)
-        threshold = gpustats.idle_threshold(sweep.spec, ctx.gpu_idle_threshold())
+        threshold = gpustats.idle_threshold(sweep.spec, gpu_idle_threshold(ctx))
         rows = gpustats.ranking(conn, sweep.id, threshold, order)
     for row in rows:
         row["trial"] = f"{name}/{row['index']}"

@@ -12,6 +12,7 @@ from clusterd.daemon.handlers.context import (
     arg_int,
     arg_opt_str,
     arg_str,
+    gpu_idle_threshold,
     split_trial,
 )
 from clusterd.daemon.handlers.views import (
@@ -143,7 +144,7 @@ def show(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             for c in ctx.store.checkpoints(conn, trial.id)
         ]
         view["gpu_util"] = _gpu_util(conn, sweep.id, trial.id).get(index)  # as ``trials``
-        view.update(_gpu_show(conn, sweep, trial.id, ctx.gpu_idle_threshold()))
+        view.update(_gpu_show(conn, sweep, trial.id, gpu_idle_threshold(ctx)))
         summary = ctx.store.metric_summaries(conn, sweep.id, index=index).get(index, {})
         view["metrics"] = metric_values(
             sweep_spec(sweep), summary, trial.last_value, trial.best_value, trial.best_step
