@@ -37,6 +37,9 @@ DPI = 96
 #: most categories labelled on one axis (more are drawn, every n-th labelled)
 MAX_LABELS = 12
 BEST = "#d62728"
+#: the other top-k curves (``--top`` is at most 9): matplotlib's tab10 without its red,
+#: which is the best trial's, and its grey
+OTHERS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MEDIAN = "#222222"
 
 
@@ -186,7 +189,7 @@ def learning_curves(curves: dict[str, Any] | None, mode: str) -> str | None:
             xs,
             ys,
             linewidth=2.4 if rank == 0 else 1.3,
-            color=BEST if rank == 0 else None,
+            color=BEST if rank == 0 else OTHERS[(rank - 1) % len(OTHERS)],
             label=f"#{rank + 1} {name}",
         )
     median = curves.get("median") or []
