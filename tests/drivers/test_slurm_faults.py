@@ -144,7 +144,9 @@ def test_scancel_from_outside_cancels_the_trial_with_the_reason(
     subprocess.run(["scancel", job_id], check=True, timeout=30)
 
     (done,) = daemon.wait_sweep_done("faults", timeout=90)
-    assert (done["state"], done["attempts"]) == ("cancelled", 1)
+    assert (done["state"], done["attempts"]) == ("cancelled", 1), [
+        (a["reason"], a["exit_code"], a.get("signal")) for a in trial(daemon, 0)["attempt_list"]
+    ]
     # "by 0" (who cancelled) comes from accounting, which may lag slurmctld by a poll;
     # then squeue's plain CANCELLED is the reason
     reason = re.compile(r"cancelled outside clusterd \(CANCELLED( by 0)?\)")

@@ -572,6 +572,40 @@ def test_poll_asks_sacct_only_about_jobs_gone_from_squeue_or_cancelled(tmp_path:
     assert statuses["t4"].phase == "gone" and "no record" in (statuses["t4"].reason or "")
 
 
+def _attempt_of_batch(tmp_path: Path, token: str, batch: str, job_id: str) -> JobRef:
+    """An attempt dir whose job.json names the batch it was submitted in."""
+    adir = tmp_path / token
+    adir.mkdir()
+    record = {"version": 1, "driver": "slurm", "token": token, "batch": batch, "task": 0}
+    (adir / "job.json").write_text(json.dumps(record | {"job_id": job_id}))
+    return JobRef(token, job_id, str(adir))
+
+
+@pytest.mark.parametrize("order", ["as recorded", "reversed"])
+def test_a_cancelled_job_is_not_confused_with_an_earlier_job_of_the_same_id(
+    tmp_path: Path, order: str
+) -> None:
+    """Job ids restart when slurmctld loses its state; accounting keeps the earlier job.
+    sacct then lists two 830_0 (recorded, fixture sacct_reused_id.txt): the earlier one
+    FAILED, ours CANCELLED. Ours is the one named as job.json says, in either order."""
+    lines = recorded("sacct_reused_id.txt").splitlines(True)
+    sacct = "".join(lines if order == "as recorded" else lines[::-1])
+    replay = Replay(squeue=recorded("squeue_reused_id.txt"), sacct=sacct)
+    ref = _attempt_of_batch(tmp_path, "t", "cd.fixture.dup", "830_0")
+    (status,) = SlurmDriver(run=replay).poll([ref]).values()
+    assert (status.phase, status.scheduler_state) == ("gone", "CANCELLED by 0")
+
+
+def test_an_earlier_job_of_the_same_id_alone_in_accounting_is_not_ours(tmp_path: Path) -> None:
+    """Accounting has not booked our job yet, only the earlier 830_0 (the recorded
+    fixture's first line): squeue's CANCELLED stands, not the other job's FAILED."""
+    earlier = recorded("sacct_reused_id.txt").splitlines(True)[0]
+    replay = Replay(squeue=recorded("squeue_reused_id.txt"), sacct=earlier)
+    ref = _attempt_of_batch(tmp_path, "t", "cd.fixture.dup", "830_0")
+    (status,) = SlurmDriver(run=replay).poll([ref]).values()
+    assert (status.phase, status.scheduler_state) == ("gone", "CANCELLED")
+
+
 def test_poll_of_jobs_squeue_no_longer_lists_asks_sacct(tmp_path: Path) -> None:
     replay = Replay(squeue="", sacct=recorded("sacct_final.txt"))
     refs = [JobRef("a", "43_1", str(tmp_path)), JobRef("b", "51_0", str(tmp_path))]

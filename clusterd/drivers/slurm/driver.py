@@ -44,6 +44,7 @@ from clusterd.drivers.batch.commands import CommandRunner, first_line
 from clusterd.drivers.batch.driver import BatchDriver
 from clusterd.drivers.batch.script import check_env_name
 from clusterd.drivers.batch.slots import slot_status, split_slot
+from clusterd.drivers.jobfile import read_job_file
 from clusterd.drivers.slurm import cluster
 from clusterd.drivers.slurm.argv import (
     SLURM_OPTIONS,
@@ -156,7 +157,8 @@ class SlurmDriver(BatchDriver[ArraySettings]):
                 status if slot is None else slot_status(ref, status, self.dialect.started_file)
             )
         if gone:
-            statuses.update(self._final_states(gone, queue))
+            refs = {ref.token: ref for ref in jobs}
+            statuses.update(self._final_states(gone, queue, refs))
         if requeued:
             statuses.update(self._end_requeued(jobs, requeued))
         return statuses
@@ -338,7 +340,7 @@ class SlurmDriver(BatchDriver[ArraySettings]):
         return {token: _requeued_status(job_id) for token, job_id in requeued.items()}
 
     def _final_states(
-        self, gone: Mapping[str, str], queue: Mapping[str, SlurmJob]
+        self, gone: Mapping[str, str], queue: Mapping[str, SlurmJob], refs: Mapping[str, JobRef]
     ) -> dict[str, JobStatus]:
         """Final states: squeue's where it still lists the job (``--states=all`` does for
         ``MinJobAge``), sacct's for jobs that left the queue and for cancelled ones (only
@@ -355,10 +357,14 @@ class SlurmDriver(BatchDriver[ArraySettings]):
                 ask[token] = job_id
         if not ask:
             return statuses
-        accounting, note = self._sacct(sorted({slurm_ids[token] for token in ask}))
+        ours = {slurm_ids[token]: _batch_of(refs.get(token), token) for token in ask}
+        accounting, note = self._sacct(sorted(ours), ours)
         for token, job_id in ask.items():
             slurm_id = slurm_ids[token]
-            row = _best_row(_lookup(accounting, slurm_id), _lookup(queue, slurm_id))
+            booked = _lookup(accounting, slurm_id)
+            if booked is not None and ours[slurm_id] and booked.name != ours[slurm_id]:
+                booked = None  # an earlier job of the same id; ours is not booked yet
+            row = _best_row(booked, _lookup(queue, slurm_id))
             if row is not None:
                 statuses[token] = replace(job_status(row), job_id=job_id)
             elif note is None:
@@ -369,7 +375,9 @@ class SlurmDriver(BatchDriver[ArraySettings]):
                 statuses[token] = JobStatus("unknown", job_id, note)
         return statuses
 
-    def _sacct(self, job_ids: Sequence[str]) -> tuple[dict[str, SlurmJob], str | None]:
+    def _sacct(
+        self, job_ids: Sequence[str], names: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, SlurmJob], str | None]:
         """``(jobs, None)``, or ``({}, why)`` when accounting cannot answer."""
         try:
             done = self.commands.checked([*SACCT_ARGV, f"--jobs={','.join(job_ids)}"], check=False)
@@ -380,7 +388,7 @@ class SlurmDriver(BatchDriver[ArraySettings]):
             if "disabled" in first.lower():
                 return {}, "disabled: Slurm accounting is off, so its final state is unknown"
             return {}, f"sacct failed: {first or f'exit {done.returncode}'}"
-        return parse_sacct(done.stdout), None
+        return parse_sacct(done.stdout, names), None
 
     def _squeue_all(self) -> dict[str, SlurmJob]:
         return parse_squeue(self._call([*SQUEUE_ARGV, f"--format={SQUEUE_FORMAT}"]))
@@ -423,6 +431,13 @@ def _lookup(jobs: Mapping[str, SlurmJob], job_id: str) -> SlurmJob | None:
     if whole is not None and ended(whole):
         return replace(whole, job_id=job_id)
     return job
+
+
+def _batch_of(ref: JobRef | None, token: str) -> str:
+    """The batch (job) name job.json recorded for the attempt; "" where unknown."""
+    data = read_job_file(ref.attempt_dir, token) if ref is not None else None
+    batch = (data or {}).get("batch")
+    return batch if isinstance(batch, str) else ""
 
 
 def _best_row(accounting: SlurmJob | None, queue: SlurmJob | None) -> SlurmJob | None:

@@ -178,8 +178,14 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
     return _by_job_id(rows)
 
 
-def parse_sacct(text: str) -> dict[str, SlurmJob]:
-    """Parse ``sacct -n -P -X --format=SACCT_FIELDS`` output into jobs by job id."""
+def parse_sacct(text: str, names: Mapping[str, str] | None = None) -> dict[str, SlurmJob]:
+    """Parse ``sacct -n -P -X --format=SACCT_FIELDS`` output into jobs by job id.
+
+    Job ids restart when slurmctld loses its state (and wrap at ``MaxJobId``), while
+    accounting keeps every job: ``sacct -j 830_0`` can list an earlier 830_0 too
+    (fixture ``sacct_reused_id.txt``). ``names`` (``{job id: the job name we gave
+    it}``) picks our own row; without it, or with no row of that name, the last listed.
+    """
     rows = []
     for line in _lines(text):
         fields = split_fields(line, len(SACCT_FIELDS), "sacct")
@@ -187,21 +193,28 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
         state = _check_state(state.strip(), line, "sacct")
         job = SlurmJob("", state, unset(reason), unset(nodes), name, unset(exit_code))
         rows.append((raw_id.strip(), job))
-    return _by_job_id(rows)
+    return _by_job_id(rows, names or {})
 
 
-def _by_job_id(rows: Sequence[tuple[str, SlurmJob]]) -> dict[str, SlurmJob]:
+def _by_job_id(
+    rows: Sequence[tuple[str, SlurmJob]], names: Mapping[str, str] | None = None
+) -> dict[str, SlurmJob]:
     """Jobs by id, folded ranges (``7_[2-5]``) expanded.
 
     A line of its own beats a folded range: sacct lists ``7_2`` alone *and* inside
-    the array's ``7_[2-5%2]`` line, which carries no node and may be older.
+    the array's ``7_[2-5%2]`` line, which carries no node and may be older. A row
+    named as ``names`` expects is never replaced by a row of another name.
     """
+    names = names or {}
     jobs: dict[str, SlurmJob] = {}
     folded: dict[str, SlurmJob] = {}
     for raw_id, job in rows:
         ids = expand_job_ids(raw_id, MAX_EXPANSION - len(jobs) - len(folded))
         target = folded if "[" in raw_id else jobs
         for job_id in ids:
+            held, want = target.get(job_id), names.get(job_id)
+            if held is not None and want and held.name == want and job.name != want:
+                continue  # ours already, and this row is an earlier job of the same id
             target[job_id] = replace(job, job_id=job_id)
     return {**folded, **jobs}
 
